@@ -1,0 +1,49 @@
+"""funcsplit: declared, checked and compiled routing of tf.data elements to models and losses.
+
+Declare the element structure (`ElementSpec`) and the loss bindings (`LossBinding`) in a
+`SplitSpec`; `compile` checks every path and returns pure `split` and `loss` functions.
+"""
+
+from funcsplit import losses
+from funcsplit._src.bindings import LossBinding
+from funcsplit._src.bindings import Route
+from funcsplit._src.bindings import SplitSpec
+from funcsplit._src.bindings import route
+from funcsplit._src.compiler import CompiledSplit
+from funcsplit._src.compiler import compile  # noqa: A004 - the contract's name
+from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
+from funcsplit._src.paths import Path
+from funcsplit._src.reduction import LossResult
+from funcsplit._src.spec import ElementSpec
+from funcsplit._src.spec import Leaf
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("distribute", "jax", "keras", "testing", "tfds")
+
+
+def __getattr__(name: str):
+    """Imports the integration modules on first use (``fs.keras``, ``fs.tfds``, ``fs.jax``)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"funcsplit.{name}")
+    raise AttributeError(f"module 'funcsplit' has no attribute {name!r}")
+
+
+__all__ = [
+    "CompiledSplit",
+    "ElementSpec",
+    "Leaf",
+    "LossBinding",
+    "LossResult",
+    "Path",
+    "Problem",
+    "Route",
+    "SpecError",
+    "SplitSpec",
+    "compile",
+    "losses",
+    "route",
+]

@@ -1,0 +1,57 @@
+"""The routing table of a plan: every leaf and where it goes, then every binding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from funcsplit._src.plan import Plan
+
+
+def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def leaf_rows(plan: Plan) -> list[tuple[str, str, str]]:
+    """``(path, leaf, roles)`` rows, one per leaf of the element, in `tf.nest` order."""
+    return [
+        (str(path), leaf.describe(), "; ".join(roles) if roles else "UNUSED (strict=False)")
+        for path, leaf, roles in plan.roles
+    ]
+
+
+def binding_rows(plan: Plan) -> list[tuple[str, ...]]:
+    """One row per binding: name, loss, target, output, weight, route, sample weight, group."""
+    rows = []
+    for bound in plan.losses:
+        b = bound.binding
+        fn = getattr(bound.fn, "__name__", None) or str(bound.fn)
+        if len(fn) > 40:
+            fn = type(bound.fn).__name__
+        rows.append((
+            b.name, fn, str(bound.target), "<all>" if b.output is None else str(b.output),
+            f"{b.weight:g}", str(bound.route) if bound.route else "-",
+            str(bound.sample_weight) if bound.sample_weight else "-", b.group or "-",
+        ))
+    return rows
+
+
+def describe(plan: Plan) -> str:
+    """The routing table as text: a leaf table and a binding table.
+
+    Examples:
+        >>> import funcsplit as fs, tensorflow as tf
+        >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 2)),
+        ...                                       "y": fs.Leaf(tf.float32, (None, 1))})
+        >>> c = fs.compile(fs.SplitSpec(spec, inputs="x",
+        ...                             losses=(fs.LossBinding("y", "mse", target="y"),)))
+        >>> print(c.describe().splitlines()[2])
+        x     float32[None, 2]  input
+    """
+    leaves = _table(("leaf", "spec", "role"), leaf_rows(plan))
+    if not plan.losses:
+        return leaves + "\n\n(no losses)"
+    header = ("loss", "fn", "target", "output", "weight", "route", "sample_weight", "group")
+    return leaves + "\n\n" + _table(header, binding_rows(plan))

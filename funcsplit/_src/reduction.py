@@ -1,0 +1,266 @@
+"""Lower a plan's bindings to TensorFlow: route masks, safe targets, exact reduction.
+
+For a per-example loss the value is ``Σ_i w_i·l_i / Σ_i w_i`` where ``w_i`` is the route mask
+times the sample weight times the class weight (each 1 when absent). Routing is by masks
+(static shapes, cheap under XLA); routed-away targets are replaced by zeros before the loss
+sees them, so a ``-1`` label or a NaN cannot crash or poison it. Inside a replica context
+with several replicas, denominators are summed across replicas.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+import tensorflow as tf
+
+from funcsplit._src import losses as losses_lib
+from funcsplit._src import paths, structure
+from funcsplit._src.errors import SpecError, describe_callable
+from funcsplit._src.plan import BoundLoss, Plan
+
+_FLOAT = tf.float32
+
+
+class LossResult(NamedTuple):
+    """What `CompiledSplit.loss` returns.
+
+    Attributes:
+        total: scalar, ``Σ_b weight_b · per_loss[b]``.
+        per_loss: ``{binding name: scalar}``, each unweighted by the binding's ``weight``.
+        counts: ``{binding name: int32 scalar}``, examples routed to each binding in this
+            batch (this replica's share under `tf.distribute`).
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.LossResult(total=0.0, per_loss={}, counts={}).total
+        0.0
+    """
+
+    total: Any
+    per_loss: dict[str, Any]
+    counts: dict[str, Any]
+
+
+def replicas_in_sync() -> int:
+    """The number of replicas of the current replica context (1 outside `tf.distribute`)."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def global_sum(value: tf.Tensor) -> tf.Tensor:
+    """Sums ``value`` across replicas inside a replica context; returns it unchanged otherwise."""
+    if replicas_in_sync() > 1:
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
+
+
+def route_mask(route: Any, leaf: tf.Tensor) -> tf.Tensor:
+    """The boolean ``[B]`` mask of the examples a route sends to its loss."""
+    leaf = tf.reshape(leaf, [-1])
+    if route.op == "truthy":
+        return leaf if leaf.dtype == tf.bool else tf.not_equal(leaf, tf.zeros_like(leaf))
+    values = route.value if route.op == "one_of" else (route.value,)
+    constants = tf.constant(values, dtype=leaf.dtype)
+    if route.op == "one_of":
+        return tf.reduce_any(tf.equal(leaf[:, None], constants[None, :]), axis=1)
+    equal = tf.equal(leaf, constants[0])
+    return equal if route.op == "equals" else tf.logical_not(equal)
+
+
+def _broadcast_mask(mask: tf.Tensor, rank: int) -> tf.Tensor:
+    return tf.reshape(mask, tf.concat([[-1], tf.ones([max(rank - 1, 0)], tf.int32)], 0))
+
+
+def _safe_leaf(value: Any, mask: tf.Tensor) -> Any:
+    if isinstance(value, tf.RaggedTensor):
+        flat_mask = mask
+        for rowids in value.nested_value_rowids():
+            flat_mask = tf.gather(flat_mask, rowids)
+        flat = value.flat_values
+        safe = tf.where(_broadcast_mask(flat_mask, flat.shape.rank), flat, tf.zeros_like(flat))
+        return value.with_flat_values(safe)
+    if isinstance(value, tf.SparseTensor) or value.dtype == tf.string:
+        return value
+    return tf.where(_broadcast_mask(mask, value.shape.rank), value, tf.zeros_like(value))
+
+
+def safe_targets(y_true: Any, mask: tf.Tensor) -> Any:
+    """Replaces the targets of routed-away examples by zeros (strings and sparse kept)."""
+    return tf.nest.map_structure(lambda v: _safe_leaf(v, mask), y_true)
+
+
+def _gather(value: Any, mask: tf.Tensor) -> Any:
+    def one(v: Any) -> Any:
+        if isinstance(v, tf.RaggedTensor):
+            return tf.ragged.boolean_mask(v, mask)
+        return tf.boolean_mask(v, mask)
+
+    return tf.nest.map_structure(one, value)
+
+
+def call_loss(fn: Any, y_true: Any, y_pred: Any) -> Any:
+    """Calls a binding's loss: Keras ``Loss`` objects unreduced, others as they are."""
+    if isinstance(fn, keras.losses.Loss):
+        return losses_lib.keras_unreduced(fn, y_true, y_pred)
+    return fn(y_true, y_pred)
+
+
+def _class_weights(bound: BoundLoss, y_true: tf.Tensor) -> tf.Tensor:
+    pairs = bound.binding.class_weight
+    top = max(c for c, _ in pairs)
+    table = [1.0] * (top + 2)
+    for cls, weight in pairs:
+        table[cls] = weight
+    if y_true.shape.rank is not None and y_true.shape.rank >= 2 and y_true.shape[-1] not in (1, None):
+        labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
+    else:
+        labels = tf.cast(y_true, tf.int32)
+    labels = tf.reshape(labels, [tf.shape(labels)[0], -1])[:, 0]
+    outside = tf.logical_or(labels < 0, labels > top)
+    labels = tf.where(outside, top + 1, labels)
+    return tf.gather(tf.constant(table, _FLOAT), labels)
+
+
+def select_output(plan: Plan, bound: BoundLoss, predictions: Any) -> Any:
+    """The part of ``predictions`` a binding's ``output`` names (within its group, if any)."""
+    binding = bound.binding
+    where = f"binding {binding.name!r} output"
+    if binding.group is not None:
+        if not isinstance(predictions, dict) or binding.group not in predictions:
+            found = sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
+            raise SpecError.single(
+                where, binding.group, f"predictions keyed by group, with {binding.group!r}",
+                str(found), "pass predictions={group: model_output, ...}",
+            )
+        predictions = predictions[binding.group]
+    if binding.output is None:
+        return predictions
+    keys = paths.resolve(predictions, binding.output, where)
+    return structure.get(predictions, keys)
+
+
+def _per_example(bound: BoundLoss, values: tf.Tensor) -> tf.Tensor:
+    if values.shape.rank is None:
+        raise SpecError.single(
+            f"binding {bound.name!r} fn {describe_callable(bound.fn)}", str(bound.target),
+            "per-example values [B, ...] or a scalar", "values of unknown rank",
+        )
+    values = tf.cast(values, _FLOAT)
+    if values.shape.rank > 1:
+        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+    return values
+
+
+def reduce_binding(
+    bound: BoundLoss, y_true: Any, y_pred: Any, extra: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One binding's value and routed count, exactly as the semantics say.
+
+    Args:
+        bound: the resolved binding.
+        y_true: its target (a tensor, or a structure for a subtree).
+        y_pred: its predictions.
+        extra: the binding's ``route`` and ``sample_weight`` leaves from `split`.
+
+    Returns:
+        ``(value, count)``: a float32 scalar and an int32 scalar.
+    """
+    mask = None if bound.route is None else route_mask(bound.route, extra["route"])
+    if mask is not None:
+        y_true = safe_targets(y_true, mask)
+    fn = bound.fn
+    if isinstance(fn, losses_lib.BuiltinLoss) and fn.batch_level:
+        return _batch_level(bound, y_true, y_pred, mask, builtin=fn)
+    values = tf.convert_to_tensor(call_loss(fn, y_true, y_pred))
+    if values.shape.rank == 0:
+        return _batch_level(bound, y_true, y_pred, mask, builtin=None, full=values)
+    values = _per_example(bound, values)
+    batch = tf.shape(values)[0]
+    weight = None if mask is None else tf.cast(mask, _FLOAT)
+    if "sample_weight" in extra:
+        sample = tf.reshape(tf.cast(extra["sample_weight"], _FLOAT), [-1])
+        weight = sample if weight is None else weight * sample
+    if bound.binding.class_weight:
+        classes = _class_weights(bound, y_true)
+        weight = classes if weight is None else weight * classes
+    if weight is None:
+        numerator = tf.reduce_sum(values)
+        denominator = tf.cast(batch, _FLOAT)
+    else:
+        weighted = values * weight
+        if mask is not None:
+            weighted = tf.where(mask, weighted, tf.zeros_like(weighted))
+        numerator = tf.reduce_sum(weighted)
+        denominator = tf.reduce_sum(weight)
+    if bound.binding.reduction == "sum_over_batch_size":
+        denominator = tf.cast(batch, _FLOAT)
+    value = tf.math.divide_no_nan(numerator, global_sum(denominator))
+    count = batch if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32))
+    return value, count
+
+
+def _batch_level(
+    bound: BoundLoss,
+    y_true: Any,
+    y_pred: Any,
+    mask: tf.Tensor | None,
+    *,
+    builtin: losses_lib.BuiltinLoss | None,
+    full: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    if "sample_weight" in (bound.weight_leaves) or bound.binding.class_weight:
+        raise SpecError.single(
+            f"binding {bound.name!r} fn {describe_callable(bound.fn)}", str(bound.target),
+            "per-example values [B, ...] when the binding has sample or class weights",
+            "one batch-level scalar", "return per-example values, or drop the weights",
+        )
+    batch = tf.shape(tf.nest.flatten(y_pred)[0])[0]
+    if mask is None:
+        value = tf.cast(builtin(y_true, y_pred) if builtin else full, _FLOAT)
+        count = batch
+    else:
+        count = tf.reduce_sum(tf.cast(mask, tf.int32))
+        if builtin is not None:
+            value = tf.where(count > 0, tf.cast(builtin.masked(y_true, y_pred, mask), _FLOAT), 0.0)
+        else:
+            routed_true, routed_pred = _gather(y_true, mask), _gather(y_pred, mask)
+            value = tf.cond(
+                count > 0,
+                lambda: tf.cast(call_loss(bound.fn, routed_true, routed_pred), _FLOAT),
+                lambda: tf.constant(0.0, _FLOAT),
+            )
+    if replicas_in_sync() > 1:
+        local = tf.cast(count, _FLOAT)
+        value = tf.math.divide_no_nan(value * local, global_sum(local))
+    return value, count
+
+
+def loss_function(plan: Plan):
+    """Builds the pure loss function ``(targets, predictions, weights) -> LossResult``."""
+
+    def loss(targets: Any, predictions: Any, weights: Any = None) -> LossResult:
+        weights = {} if weights is None else weights
+        per_loss, counts = {}, {}
+        total = tf.constant(0.0, _FLOAT)
+        for bound in plan.losses:
+            if bound.name not in targets:
+                raise SpecError.single(
+                    "CompiledSplit.loss targets", bound.name, f"a target for binding {bound.name!r}",
+                    f"keys {sorted(targets)}", "pass the targets that split() returned",
+                )
+            extra = weights.get(bound.name, {})
+            missing = [k for k in bound.weight_leaves if k not in extra]
+            if missing:
+                raise SpecError.single(
+                    "CompiledSplit.loss weights", bound.name, f"the {missing} leaves",
+                    f"{sorted(extra)}", "pass the weights that split() returned",
+                )
+            y_pred = select_output(plan, bound, predictions)
+            value, count = reduce_binding(bound, targets[bound.name], y_pred, extra)
+            per_loss[bound.name] = value
+            counts[bound.name] = count
+            total = total + bound.binding.weight * value
+        return LossResult(total, per_loss, counts)
+
+    return loss

@@ -1,0 +1,126 @@
+"""Registry losses with options: ``fs.losses.sparse_categorical_crossentropy(from_logits=True)``.
+
+Each constructor returns a `BuiltinLoss` for `LossBinding`'s ``fn``. The plain registry names
+(``fn="mse"``) give the same losses with Keras's defaults: probabilities, not logits, for the
+cross-entropies. Targets are cast to the prediction dtype and a ``[B]`` target is aligned with a
+``[B, 1]`` prediction, as Keras does.
+"""
+
+from __future__ import annotations
+
+from funcsplit._src.losses import NAMES
+from funcsplit._src.losses import BuiltinLoss
+from funcsplit._src.losses import make as _make
+
+__all__ = [
+    "NAMES",
+    "BuiltinLoss",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "dice",
+    "huber",
+    "mae",
+    "mse",
+    "sequence_crossentropy",
+    "sparse_categorical_crossentropy",
+]
+
+
+def sparse_categorical_crossentropy(*, from_logits: bool = False) -> BuiltinLoss:
+    """Cross-entropy between integer labels ``[B]`` and class scores ``[B, C]``.
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> str(fs.losses.sparse_categorical_crossentropy(from_logits=True))
+        'sparse_categorical_crossentropy(from_logits=True)'
+    """
+    return _make("sparse_categorical_crossentropy", from_logits=from_logits)
+
+
+def categorical_crossentropy(
+    *, from_logits: bool = False, label_smoothing: float = 0.0
+) -> BuiltinLoss:
+    """Cross-entropy between one-hot targets ``[B, C]`` and class scores ``[B, C]``.
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.categorical_crossentropy().batch_level
+        False
+    """
+    return _make(
+        "categorical_crossentropy", from_logits=from_logits, label_smoothing=label_smoothing
+    )
+
+
+def binary_crossentropy(*, from_logits: bool = False, label_smoothing: float = 0.0) -> BuiltinLoss:
+    """Binary cross-entropy, averaged over the last axis (bool and int labels work).
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.binary_crossentropy(from_logits=True).option("from_logits")
+        True
+    """
+    return _make("binary_crossentropy", from_logits=from_logits, label_smoothing=label_smoothing)
+
+
+def mse() -> BuiltinLoss:
+    """Mean squared error over the last axis.
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.mse().name
+        'mse'
+    """
+    return _make("mse")
+
+
+def mae() -> BuiltinLoss:
+    """Mean absolute error over the last axis.
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.mae().name
+        'mae'
+    """
+    return _make("mae")
+
+
+def huber(*, delta: float = 1.0) -> BuiltinLoss:
+    """Huber loss with threshold ``delta``, over the last axis.
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.huber(delta=2.0).option("delta")
+        2.0
+    """
+    return _make("huber", delta=delta)
+
+
+def dice(*, epsilon: float = 1e-7) -> BuiltinLoss:
+    """Keras's dice loss ``1 - 2 Σ y·p / (Σ y + Σ p + ε)``: one batch-level scalar.
+
+    Routed, it is computed over the routed examples only (a static-shape masked sum, so it
+    works under XLA). Under `tf.distribute` each replica's value is weighted by its share of
+    the routed examples.
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.dice().batch_level
+        True
+    """
+    return _make("dice", epsilon=epsilon)
+
+
+def sequence_crossentropy(*, from_logits: bool = False, pad_id: int | None = 0) -> BuiltinLoss:
+    """Next-token cross-entropy of ``[B, T]`` tokens and ``[B, T, V]`` predictions.
+
+    Position ``t`` of the predictions is scored against token ``t + 1``; target tokens equal
+    to ``pad_id`` are ignored (``None``: none are). Each example's value is the mean over its
+    scored tokens (0 when it has none).
+
+    Examples:
+        >>> import funcsplit as fs
+        >>> fs.losses.sequence_crossentropy(from_logits=True, pad_id=None).option("pad_id") is None
+        True
+    """
+    return _make("sequence_crossentropy", from_logits=from_logits, pad_id=pad_id)
