@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from funcsplit._src.losses import BuiltinLoss
 from funcsplit._src.plan import Plan
 
 
@@ -22,14 +23,19 @@ def leaf_rows(plan: Plan) -> list[tuple[str, str, str]]:
     ]
 
 
+def loss_name(fn: object) -> str:
+    """A short name for a loss: the registry text, a function's name, or a class name."""
+    if isinstance(fn, BuiltinLoss):
+        return str(fn)
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
 def binding_rows(plan: Plan) -> list[tuple[str, ...]]:
     """One row per binding: name, loss, target, output, weight, route, sample weight, group."""
     rows = []
     for bound in plan.losses:
         b = bound.binding
-        fn = getattr(bound.fn, "__name__", None) or str(bound.fn)
-        if len(fn) > 40:
-            fn = type(bound.fn).__name__
+        fn = loss_name(bound.fn)
         rows.append((
             b.name, fn, str(bound.target), "<all>" if b.output is None else str(b.output),
             f"{b.weight:g}", str(bound.route) if bound.route else "-",
