@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+from typing import Protocol
 
 import attrs
 
 from funcsplit._src import losses as losses_lib
-from funcsplit._src import paths, structure
+from funcsplit._src import paths
+from funcsplit._src import structure
 from funcsplit._src.errors import SpecError
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import ElementSpec
@@ -27,7 +30,7 @@ class LossFn(Protocol):
 
 
 def _value(value: object) -> object:
-    if isinstance(value, bool) or isinstance(value, (int, float, str)):
+    if isinstance(value, (bool, int, float, str)):
         if isinstance(value, float) and not math.isfinite(value):
             raise SpecError.single("route", None, "a finite value", repr(value))
         return value
@@ -95,7 +98,9 @@ def route(
     value = given[op]
     if op == "one_of":
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise SpecError.single("route", str(path), "one_of= a collection of values", repr(value))
+            raise SpecError.single(
+                "route", str(path), "one_of= a collection of values", repr(value)
+            )
         value = tuple(_value(v) for v in value)
         if not value:
             raise SpecError.single("route", str(path), "one_of= at least one value", "()")
@@ -189,7 +194,8 @@ class LossBinding:
         default=None, converter=_optional_path("sample_weight"), kw_only=True
     )
     route: Route | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Route)),
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(Route)),
         kw_only=True,
     )
     group: str | None = attrs.field(default=None, kw_only=True)
@@ -204,8 +210,11 @@ class LossBinding:
             losses_lib.get(self.fn, where=where, path=str(self.target))
         elif not callable(self.fn):
             raise SpecError.single(
-                where, str(self.target), "a callable, a Keras Loss or a registry name",
-                repr(self.fn), "pass e.g. fn='sparse_categorical_crossentropy'",
+                where,
+                str(self.target),
+                "a callable, a Keras Loss or a registry name",
+                repr(self.fn),
+                "pass e.g. fn='sparse_categorical_crossentropy'",
             )
         if self.group is not None and (not isinstance(self.group, str) or not self.group):
             raise SpecError.single(where, None, "group: a non-empty string", repr(self.group))
@@ -221,7 +230,8 @@ def _to_inputs(value: object) -> Any:
     def convert(leaf: object) -> str | Path:
         if not _is_path_leaf(leaf):
             raise SpecError.single(
-                "SplitSpec.inputs", None,
+                "SplitSpec.inputs",
+                None,
                 "a nested structure (dicts, lists, tuples) of paths (str or Path)",
                 f"{leaf!r} of type {type(leaf).__name__}",
                 "write inputs like {'image': 'image', 'text': 'text'}; use fs.Path for keys",

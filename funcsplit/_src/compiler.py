@@ -9,11 +9,13 @@ import attrs
 import tensorflow as tf
 
 from funcsplit._src import describe as describe_lib
-from funcsplit._src import reduction, structure
+from funcsplit._src import reduction
+from funcsplit._src import structure
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import SpecError
 from funcsplit._src.paths import Path
-from funcsplit._src.plan import Plan, resolve
+from funcsplit._src.plan import Plan
+from funcsplit._src.plan import resolve
 
 
 class TracedFunction:
@@ -84,7 +86,9 @@ def _element_problems(plan: Plan, element: Any) -> list:
         return tf.type_spec_from_value(value)
 
     try:
-        found = structure.map_leaves(spec_of, element, is_leaf=lambda v: not structure.is_container(v))
+        found = structure.map_leaves(
+            spec_of, element, is_leaf=lambda v: not structure.is_container(v)
+        )
     except (TypeError, ValueError):
         return []
     return plan.split.element.problems_with(found, batched=True)
@@ -128,8 +132,13 @@ class CompiledSplit:
         """The groups of the bindings (empty without groups)."""
         return self.spec.groups
 
-    def apply(self, ds: tf.data.Dataset, *, num_parallel_calls: int | None = tf.data.AUTOTUNE,
-              deterministic: bool | None = None) -> tf.data.Dataset:
+    def apply(
+        self,
+        ds: tf.data.Dataset,
+        *,
+        num_parallel_calls: int | None = tf.data.AUTOTUNE,
+        deterministic: bool | None = None,
+    ) -> tf.data.Dataset:
         """Checks ``ds.element_spec`` against the spec, then maps `split` over it in parallel.
 
         Works on batched datasets and on unbatched ones (batch after the map).
@@ -190,6 +199,8 @@ def compile(split: SplitSpec) -> CompiledSplit:  # noqa: A001 - the public contr
     return CompiledSplit(
         spec=split,
         plan=plan,
-        split=TracedFunction(split_fn, traced_split, lambda element: _element_problems(plan, element)),
+        split=TracedFunction(
+            split_fn, traced_split, lambda element: _element_problems(plan, element)
+        ),
         loss=TracedFunction(loss_fn, traced_loss),
     )

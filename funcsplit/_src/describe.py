@@ -10,7 +10,7 @@ from funcsplit._src.plan import Plan
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
@@ -36,11 +36,18 @@ def binding_rows(plan: Plan) -> list[tuple[str, ...]]:
     for bound in plan.losses:
         b = bound.binding
         fn = loss_name(bound.fn)
-        rows.append((
-            b.name, fn, str(bound.target), "<all>" if b.output is None else str(b.output),
-            f"{b.weight:g}", str(bound.route) if bound.route else "-",
-            str(bound.sample_weight) if bound.sample_weight else "-", b.group or "-",
-        ))
+        rows.append(
+            (
+                b.name,
+                fn,
+                str(bound.target),
+                "<all>" if b.output is None else str(b.output),
+                f"{b.weight:g}",
+                str(bound.route) if bound.route else "-",
+                str(bound.sample_weight) if bound.sample_weight else "-",
+                b.group or "-",
+            )
+        )
     return rows
 
 

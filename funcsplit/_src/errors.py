@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 
 import attrs
 
@@ -109,7 +110,7 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> tuple[str
 
 def describe_callable(fn: object) -> str:
     """Names a user callable as ``name @ file:line`` (for errors about a user's loss)."""
-    target = getattr(fn, "__call__", fn) if not inspect.isroutine(fn) else fn
+    target = fn if inspect.isroutine(fn) else type(fn).__call__
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     try:
         code = inspect.unwrap(target).__code__

@@ -15,7 +15,8 @@ import attrs
 import keras
 import tensorflow as tf
 
-from funcsplit._src.errors import SpecError, close_matches
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import close_matches
 
 # name -> (default options, batch_level, integer_target_rank or None)
 _REGISTRY: dict[str, tuple[dict[str, Any], bool, int | None]] = {
@@ -87,14 +88,21 @@ def make(name: str, **options: Any) -> BuiltinLoss:
     for key, value in options.items():
         if key not in defaults:
             raise SpecError.single(
-                f"funcsplit.losses.{name}", None, f"options among {sorted(defaults)}", key,
+                f"funcsplit.losses.{name}",
+                None,
+                f"options among {sorted(defaults)}",
+                key,
                 nearby=close_matches(key, defaults),
             )
         default = defaults[key]
         if isinstance(default, bool) and not isinstance(value, bool):
             raise SpecError.single(f"funcsplit.losses.{name}", None, f"{key}: a bool", repr(value))
-        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise SpecError.single(f"funcsplit.losses.{name}", None, f"{key}: a number", repr(value))
+        if isinstance(default, float) and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+        ):
+            raise SpecError.single(
+                f"funcsplit.losses.{name}", None, f"{key}: a number", repr(value)
+            )
     return BuiltinLoss(name, tuple(sorted((k, v) for k, v in options.items() if v != defaults[k])))
 
 
@@ -106,7 +114,10 @@ def get(name: str, *, where: str = "loss", path: str | None = None) -> BuiltinLo
     """
     if name not in _REGISTRY:
         raise SpecError.single(
-            where, path, "a registry loss name: " + ", ".join(NAMES), repr(name),
+            where,
+            path,
+            "a registry loss name: " + ", ".join(NAMES),
+            repr(name),
             "use a registry name, a funcsplit.losses constructor or a callable",
             close_matches(name, NAMES),
         )
@@ -123,7 +134,7 @@ def keras_unreduced(loss: keras.losses.Loss, y_true: Any, y_pred: Any) -> Any:
 
     Inputs are converted to the loss's dtype, then its ``call`` gives the unreduced values.
     """
-    convert = lambda x: keras.ops.convert_to_tensor(x, dtype=loss.dtype)  # noqa: E731
+    convert = lambda x: keras.ops.convert_to_tensor(x, dtype=loss.dtype)
     y_pred = tf.nest.map_structure(convert, y_pred)
     y_true = tf.nest.map_structure(convert, y_true)
     return loss.call(y_true, y_pred)

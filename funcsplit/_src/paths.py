@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, Union
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import Union
 
 import attrs
 
 from funcsplit._src import structure
-from funcsplit._src.errors import Problem, SpecError, close_matches
+from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import close_matches
 
 Key = str | int
 

@@ -13,9 +13,13 @@ import attrs
 import tensorflow as tf
 
 from funcsplit._src import losses as losses_lib
-from funcsplit._src import paths, structure
-from funcsplit._src.bindings import LossBinding, Route, SplitSpec
-from funcsplit._src.errors import Problem, raise_if_any
+from funcsplit._src import paths
+from funcsplit._src import structure
+from funcsplit._src.bindings import LossBinding
+from funcsplit._src.bindings import Route
+from funcsplit._src.bindings import SplitSpec
+from funcsplit._src.errors import Problem
+from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import Leaf
 
@@ -112,8 +116,11 @@ class _Resolver:
         per_example = node.rank == 1 or (node.rank == 2 and node.shape[1] == 1)
         if node.kind != "dense" or not per_example:
             self.add(
-                where, keys, f"a per-example dense leaf of shape [B] or [B, 1] for {what}",
-                node.describe(), "point it at one value per example",
+                where,
+                keys,
+                f"a per-example dense leaf of shape [B] or [B, 1] for {what}",
+                node.describe(),
+                "point it at one value per example",
             )
             return None
         return node
@@ -141,13 +148,22 @@ def _resolve_route(r: _Resolver, binding: LossBinding, where: str) -> Route | No
     if leaf is None:
         return None
     if route.op == "truthy" and leaf.dtype == tf.string:
-        r.add(f"{where} route", keys, "a bool or numeric leaf for route(path)", "a string leaf",
-              "use route(path, equals='value') for string leaves")
+        r.add(
+            f"{where} route",
+            keys,
+            "a bool or numeric leaf for route(path)",
+            "a string leaf",
+            "use route(path, equals='value') for string leaves",
+        )
         return None
     values = route.value if route.op == "one_of" else (route.value,)
     if route.op != "truthy" and not all(_value_fits(v, leaf.dtype) for v in values):
-        r.add(f"{where} route", keys, f"values that fit the leaf's dtype {leaf.dtype.name}",
-              repr(route.value))
+        r.add(
+            f"{where} route",
+            keys,
+            f"values that fit the leaf's dtype {leaf.dtype.name}",
+            repr(route.value),
+        )
         return None
     return attrs.evolve(route, path=Path(keys))
 
@@ -166,19 +182,31 @@ def _resolve_binding(r: _Resolver, index: int, binding: LossBinding) -> BoundLos
             ok = False
         builtin = isinstance(fn, losses_lib.BuiltinLoss)
         if (builtin or binding.class_weight) and not isinstance(node, Leaf):
-            r.add(f"{where} target", target, f"a leaf for {fn if builtin else 'class_weight'}",
-                  "a subtree " + structure.draw(node),
-                  "point the target at one leaf, or use a callable that takes the subtree")
+            r.add(
+                f"{where} target",
+                target,
+                f"a leaf for {fn if builtin else 'class_weight'}",
+                "a subtree " + structure.draw(node),
+                "point the target at one leaf, or use a callable that takes the subtree",
+            )
             ok = False
         elif builtin and node.dtype == tf.string:
             r.add(f"{where} target", target, f"a numeric leaf for {fn}", node.describe())
             ok = False
-        elif builtin and fn.integer_target_rank is not None and (
-            not (node.dtype.is_integer or node.dtype == tf.bool)
-            or node.rank != fn.integer_target_rank
+        elif (
+            builtin
+            and fn.integer_target_rank is not None
+            and (
+                not (node.dtype.is_integer or node.dtype == tf.bool)
+                or node.rank != fn.integer_target_rank
+            )
         ):
-            r.add(f"{where} target", target, f"integer tokens of shape [B, T] for {fn}",
-                  node.describe())
+            r.add(
+                f"{where} target",
+                target,
+                f"integer tokens of shape [B, T] for {fn}",
+                node.describe(),
+            )
             ok = False
     sample_weight = None
     if binding.sample_weight is not None:
@@ -191,12 +219,18 @@ def _resolve_binding(r: _Resolver, index: int, binding: LossBinding) -> BoundLos
             elif leaf is not None:
                 sample_weight = Path(keys)
         ok = ok and sample_weight is not None
-    if isinstance(fn, losses_lib.BuiltinLoss) and fn.batch_level and (
-        binding.sample_weight is not None or binding.class_weight
+    if (
+        isinstance(fn, losses_lib.BuiltinLoss)
+        and fn.batch_level
+        and (binding.sample_weight is not None or binding.class_weight)
     ):
-        r.add(where, target or (), "no per-example weights on a batch-level loss",
-              f"{fn} with sample_weight / class_weight",
-              "batch-level losses (dice) cannot weight examples: drop the weights")
+        r.add(
+            where,
+            target or (),
+            "no per-example weights on a batch-level loss",
+            f"{fn} with sample_weight / class_weight",
+            "batch-level losses (dice) cannot weight examples: drop the weights",
+        )
         ok = False
     route = None
     if binding.route is not None:
@@ -214,17 +248,27 @@ def _check_groups(r: _Resolver, inputs: Any) -> None:
         return
     for i, b in enumerate(split.losses):
         if b.group is None:
-            r.problems.append(Problem(
-                f"losses[{i}] {b.name!r}", str(b.target), "a group (other bindings have one)",
-                "group=None", "give every binding a group, or none",
-            ))
+            r.problems.append(
+                Problem(
+                    f"losses[{i}] {b.name!r}",
+                    str(b.target),
+                    "a group (other bindings have one)",
+                    "group=None",
+                    "give every binding a group, or none",
+                )
+            )
     groups = set(split.groups)
     if not isinstance(inputs, dict) or set(inputs) != groups:
         found = sorted(inputs) if isinstance(inputs, dict) else structure.draw(inputs)
-        r.problems.append(Problem(
-            "SplitSpec.inputs", None, f"a dict keyed by the groups {sorted(groups)}",
-            str(found), "give each group's model its inputs: inputs={group: paths, ...}",
-        ))
+        r.problems.append(
+            Problem(
+                "SplitSpec.inputs",
+                None,
+                f"a dict keyed by the groups {sorted(groups)}",
+                str(found),
+                "give each group's model its inputs: inputs={group: paths, ...}",
+            )
+        )
 
 
 def resolve(split: SplitSpec) -> Plan:
@@ -250,11 +294,15 @@ def resolve(split: SplitSpec) -> Plan:
     bound = []
     for i, binding in enumerate(split.losses):
         if binding.name in seen:
-            r.problems.append(Problem(
-                f"losses[{i}] {binding.name!r}", str(binding.target),
-                "unique binding names", f"the name {binding.name!r} is also losses[{seen[binding.name]}]",
-                "rename one of them",
-            ))
+            r.problems.append(
+                Problem(
+                    f"losses[{i}] {binding.name!r}",
+                    str(binding.target),
+                    "unique binding names",
+                    f"the name {binding.name!r} is also losses[{seen[binding.name]}]",
+                    "rename one of them",
+                )
+            )
         seen.setdefault(binding.name, i)
         bound.append(_resolve_binding(r, i, binding))
     _check_groups(r, split.inputs)
@@ -264,20 +312,25 @@ def resolve(split: SplitSpec) -> Plan:
             continue
         for leaf_keys in _leaves_under(r.tree, keys):
             if r.roles[leaf_keys]:
-                r.add("drop", leaf_keys, "only leaves nothing uses",
-                      "a leaf used as " + ", ".join(r.roles[leaf_keys]),
-                      "remove it from drop=")
+                r.add(
+                    "drop",
+                    leaf_keys,
+                    "only leaves nothing uses",
+                    "a leaf used as " + ", ".join(r.roles[leaf_keys]),
+                    "remove it from drop=",
+                )
         r.mark(keys, "dropped")
     if split.strict:
         for keys, roles in r.roles.items():
             if not roles:
                 leaf = structure.get(r.tree, keys)
-                r.add("unaccounted leaf", keys,
-                      "every leaf to be an input, a target, a sample weight, a route or dropped",
-                      f"{leaf.describe()} used by nothing",
-                      f"use it, or add {paths.render(keys)!r} to drop= (or pass strict=False)")
+                r.add(
+                    "unaccounted leaf",
+                    keys,
+                    "every leaf to be an input, a target, a sample weight, a route or dropped",
+                    f"{leaf.describe()} used by nothing",
+                    f"use it, or add {paths.render(keys)!r} to drop= (or pass strict=False)",
+                )
     raise_if_any(r.problems)
-    roles = tuple(
-        (Path(k), structure.get(r.tree, k), tuple(v)) for k, v in r.roles.items()
-    )
+    roles = tuple((Path(k), structure.get(r.tree, k), tuple(v)) for k, v in r.roles.items())
     return Plan(split, inputs, tuple(bound), roles)

@@ -9,15 +9,19 @@ with several replicas, denominators are summed across replicas.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 from funcsplit._src import losses as losses_lib
-from funcsplit._src import paths, structure
-from funcsplit._src.errors import SpecError, describe_callable
-from funcsplit._src.plan import BoundLoss, Plan
+from funcsplit._src import paths
+from funcsplit._src import structure
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import describe_callable
+from funcsplit._src.plan import BoundLoss
+from funcsplit._src.plan import Plan
 
 _FLOAT = tf.float32
 
@@ -112,7 +116,11 @@ def _class_weights(bound: BoundLoss, y_true: tf.Tensor) -> tf.Tensor:
     table = [1.0] * (top + 2)
     for cls, weight in pairs:
         table[cls] = weight
-    if y_true.shape.rank is not None and y_true.shape.rank >= 2 and y_true.shape[-1] not in (1, None):
+    if (
+        y_true.shape.rank is not None
+        and y_true.shape.rank >= 2
+        and y_true.shape[-1] not in (1, None)
+    ):
         labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
     else:
         labels = tf.cast(y_true, tf.int32)
@@ -128,10 +136,15 @@ def select_output(plan: Plan, bound: BoundLoss, predictions: Any) -> Any:
     where = f"binding {binding.name!r} output"
     if binding.group is not None:
         if not isinstance(predictions, dict) or binding.group not in predictions:
-            found = sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
+            found = (
+                sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
+            )
             raise SpecError.single(
-                where, binding.group, f"predictions keyed by group, with {binding.group!r}",
-                str(found), "pass predictions={group: model_output, ...}",
+                where,
+                binding.group,
+                f"predictions keyed by group, with {binding.group!r}",
+                str(found),
+                "pass predictions={group: model_output, ...}",
             )
         predictions = predictions[binding.group]
     if binding.output is None:
@@ -143,8 +156,10 @@ def select_output(plan: Plan, bound: BoundLoss, predictions: Any) -> Any:
 def _per_example(bound: BoundLoss, values: tf.Tensor) -> tf.Tensor:
     if values.shape.rank is None:
         raise SpecError.single(
-            f"binding {bound.name!r} fn {describe_callable(bound.fn)}", str(bound.target),
-            "per-example values [B, ...] or a scalar", "values of unknown rank",
+            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
+            str(bound.target),
+            "per-example values [B, ...] or a scalar",
+            "values of unknown rank",
         )
     values = tf.cast(values, _FLOAT)
     if values.shape.rank > 1:
@@ -211,9 +226,11 @@ def _batch_level(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     if "sample_weight" in (bound.weight_leaves) or bound.binding.class_weight:
         raise SpecError.single(
-            f"binding {bound.name!r} fn {describe_callable(bound.fn)}", str(bound.target),
+            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
+            str(bound.target),
             "per-example values [B, ...] when the binding has sample or class weights",
-            "one batch-level scalar", "return per-example values, or drop the weights",
+            "one batch-level scalar",
+            "return per-example values, or drop the weights",
         )
     batch = tf.shape(tf.nest.flatten(y_pred)[0])[0]
     if mask is None:
@@ -246,15 +263,21 @@ def loss_function(plan: Plan):
         for bound in plan.losses:
             if bound.name not in targets:
                 raise SpecError.single(
-                    "CompiledSplit.loss targets", bound.name, f"a target for binding {bound.name!r}",
-                    f"keys {sorted(targets)}", "pass the targets that split() returned",
+                    "CompiledSplit.loss targets",
+                    bound.name,
+                    f"a target for binding {bound.name!r}",
+                    f"keys {sorted(targets)}",
+                    "pass the targets that split() returned",
                 )
             extra = weights.get(bound.name, {})
             missing = [k for k in bound.weight_leaves if k not in extra]
             if missing:
                 raise SpecError.single(
-                    "CompiledSplit.loss weights", bound.name, f"the {missing} leaves",
-                    f"{sorted(extra)}", "pass the weights that split() returned",
+                    "CompiledSplit.loss weights",
+                    bound.name,
+                    f"the {missing} leaves",
+                    f"{sorted(extra)}",
+                    "pass the weights that split() returned",
                 )
             y_pred = select_output(plan, bound, predictions)
             value, count = reduce_binding(bound, targets[bound.name], y_pred, extra)

@@ -8,8 +8,11 @@ from typing import Any
 import attrs
 import tensorflow as tf
 
-from funcsplit._src import paths, structure
-from funcsplit._src.errors import Problem, SpecError, raise_if_any
+from funcsplit._src import paths
+from funcsplit._src import structure
+from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 
 _KINDS = ("dense", "ragged", "sparse")
@@ -25,7 +28,9 @@ def _to_shape(shape: object) -> tuple[int | None, ...]:
     dims = tuple(shape)
     for dim in dims:
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
-            raise SpecError.single("Leaf", None, "dimensions that are ints >= 0 or None", repr(shape))
+            raise SpecError.single(
+                "Leaf", None, "dimensions that are ints >= 0 or None", repr(shape)
+            )
     return dims
 
 
@@ -64,7 +69,9 @@ class Leaf:
             rank = self.ragged_rank if self.ragged_rank is not None else len(self.shape) - 1
             if not 1 <= rank < len(self.shape):
                 raise SpecError.single(
-                    "Leaf", None, "a ragged leaf of rank >= 2 with 1 <= ragged_rank < rank",
+                    "Leaf",
+                    None,
+                    "a ragged leaf of rank >= 2 with 1 <= ragged_rank < rank",
                     f"shape {self.shape}, ragged_rank {self.ragged_rank}",
                 )
             object.__setattr__(self, "ragged_rank", rank)
@@ -146,9 +153,7 @@ def _convert_structure(value: object) -> Any:
         if isinstance(node, Mapping):
             bad = [k for k in node if not isinstance(k, str) and not isinstance(k, int)]
             if bad:
-                problems.append(
-                    Problem("ElementSpec", paths.render(keys), "str keys", repr(bad))
-                )
+                problems.append(Problem("ElementSpec", paths.render(keys), "str keys", repr(bad)))
     if not structure.is_container(value) and not _is_leaf(value):
         problems = problems or [Problem("ElementSpec", None, "a structure of leaves", repr(value))]
     raise_if_any(problems)
@@ -169,8 +174,7 @@ def _infer_batched(leaves: list[Leaf]) -> bool:
         None,
         "a dataset that is visibly batched (every leaf's first dimension None) or visibly "
         "not (some leaf is a scalar)",
-        "leaves with fixed first dimensions: "
-        + ", ".join(leaf.describe() for leaf in leaves[:4]),
+        "leaves with fixed first dimensions: " + ", ".join(leaf.describe() for leaf in leaves[:4]),
         "say which it is: from_dataset(ds, batched=True) or batched=False",
     )
 
@@ -314,7 +318,9 @@ class ElementSpec:
             for keys in missing:
                 problems.append(
                     Problem(
-                        "dataset", paths.render(keys), f"a {mine[keys].describe()} leaf",
+                        "dataset",
+                        paths.render(keys),
+                        f"a {mine[keys].describe()} leaf",
                         "no such leaf in the dataset (" + drawn + ")",
                         "map the dataset to the spec's structure, or rebuild the spec with "
                         "ElementSpec.from_dataset(ds)",
@@ -324,7 +330,9 @@ class ElementSpec:
             for keys in extra:
                 problems.append(
                     Problem(
-                        "dataset", paths.render(keys), "only the spec's leaves",
+                        "dataset",
+                        paths.render(keys),
+                        "only the spec's leaves",
                         f"an extra {theirs[keys].describe()} leaf",
                         "add it to the spec (and use or drop it), or remove it from the dataset",
                     )
@@ -347,7 +355,9 @@ def _leaf_mismatch(keys: tuple, mine: Leaf, theirs: Leaf, batched: bool) -> Prob
     where = "dataset (batched)" if batched else "dataset (unbatched)"
     fix = "cast or reshape it in a map before funcsplit, or fix the spec"
     if theirs.dtype != mine.dtype:
-        return Problem(where, paths.render(keys), f"dtype {mine.dtype.name}", theirs.dtype.name, fix)
+        return Problem(
+            where, paths.render(keys), f"dtype {mine.dtype.name}", theirs.dtype.name, fix
+        )
     if theirs.kind != mine.kind:
         return Problem(where, paths.render(keys), f"a {mine.kind} tensor", theirs.kind, fix)
     shape_ok = len(theirs.shape) == len(expected_shape) and all(

@@ -7,7 +7,9 @@ container types (dict, list, tuple, namedtuple), and treat everything else as a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
 Key = str | int

@@ -1,0 +1,167 @@
+"""Tests for `fs.Leaf` and `fs.ElementSpec`."""
+
+import collections
+
+import pytest
+import tensorflow as tf
+
+import funcsplit as fs
+
+Pair = collections.namedtuple("Pair", ["left", "right"])
+
+
+def _spec():
+    return fs.ElementSpec.from_structure(
+        {
+            "image": tf.TensorSpec((None, 8, 8, 3), tf.float32),
+            "label_dict": {"category_1": fs.Leaf(tf.int32, (None,)), "b": fs.Leaf(tf.int64)},
+            "tokens": tf.RaggedTensorSpec((None, None), tf.int32, 1),
+            "image/filename": fs.Leaf(tf.string),
+            "pair": Pair(fs.Leaf(tf.bool), [fs.Leaf(tf.float32, (None, 2))]),
+        }
+    )
+
+
+class TestLeaf:
+    def test_from_type_specs(self):
+        assert fs.Leaf.from_type_spec(tf.TensorSpec((None, 3), tf.float32)) == fs.Leaf(
+            tf.float32, (None, 3)
+        )
+        ragged = fs.Leaf.from_type_spec(tf.RaggedTensorSpec((None, None, 4), tf.float32, 1))
+        assert ragged.kind == "ragged" and ragged.ragged_rank == 1
+        sparse = fs.Leaf.from_type_spec(tf.SparseTensorSpec((None, 5), tf.int64))
+        assert sparse.kind == "sparse"
+
+    def test_type_spec_round_trip_and_relaxed_batch(self):
+        leaf = fs.Leaf(tf.float32, (16, 3))
+        assert leaf.type_spec() == tf.TensorSpec((16, 3), tf.float32)
+        assert leaf.type_spec(relax_batch=True) == tf.TensorSpec((None, 3), tf.float32)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"dtype": "no-such-dtype"},
+            {"dtype": tf.float32, "shape": 3},
+            {"dtype": tf.float32, "shape": (None, -1)},
+            {"dtype": tf.float32, "shape": (None,), "kind": "ragged"},
+            {"dtype": tf.float32, "shape": (None, 2), "ragged_rank": 1},
+        ],
+        ids=["dtype", "int-shape", "negative-dim", "ragged-rank-1", "ragged-rank-on-dense"],
+    )
+    def test_rejects_bad_leaves(self, kwargs):
+        with pytest.raises((fs.SpecError, ValueError)):
+            fs.Leaf(**kwargs)
+
+    def test_hashable_and_equal_by_value(self):
+        assert hash(fs.Leaf("int32", [None])) == hash(fs.Leaf(tf.int32, (None,)))
+
+
+class TestElementSpec:
+    def test_paths_in_tf_nest_order(self):
+        spec = _spec()
+        flat = tf.nest.flatten(spec.type_spec(), expand_composites=False)
+        assert len(spec.paths) == len(flat)
+        assert [str(p) for p in spec.paths] == [
+            "image",
+            "image/filename",
+            "label_dict/b",
+            "label_dict/category_1",
+            "pair/left",
+            "pair/right/0",
+            "tokens",
+        ]
+        # the order is tf.nest's: each path's leaf matches tf.nest's flattened spec
+        for path, spec_leaf in zip(spec.paths, flat):
+            assert spec[path].type_spec(relax_batch=True) == spec_leaf
+
+    def test_getitem_returns_leaves_and_subtrees(self):
+        spec = _spec()
+        assert spec["label_dict/category_1"] == fs.Leaf(tf.int32, (None,))
+        sub = spec["label_dict"]
+        assert isinstance(sub, fs.ElementSpec)
+        assert [str(p) for p in sub.paths] == ["b", "category_1"]
+        assert spec[("image/filename",)] == fs.Leaf(tf.string)
+        assert spec["pair/right/0"] == fs.Leaf(tf.float32, (None, 2))
+
+    def test_equal_and_hash_ignore_dict_key_order(self):
+        a = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.int32), "y": {"p": fs.Leaf(tf.bool)}})
+        b = fs.ElementSpec.from_structure({"y": {"p": fs.Leaf(tf.bool)}, "x": fs.Leaf(tf.int32)})
+        assert a == b and hash(a) == hash(b)
+        c = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.int64), "y": {"p": fs.Leaf(tf.bool)}})
+        assert a != c
+
+    def test_tuple_and_list_differ(self):
+        a = fs.ElementSpec.from_structure((fs.Leaf(tf.int32),))
+        b = fs.ElementSpec.from_structure([fs.Leaf(tf.int32)])
+        assert a != b
+
+    def test_bad_structure_names_every_path(self):
+        with pytest.raises(fs.SpecError) as info:
+            fs.ElementSpec.from_structure({"a": 3, "b": {"c": "text"}, "d": fs.Leaf(tf.int32)})
+        assert set(info.value.paths) == {"a", "b/c"}
+
+    def test_from_dataset_batched_and_unbatched(self):
+        ds = tf.data.Dataset.from_tensor_slices(
+            {"x": tf.zeros((8, 3)), "y": tf.zeros((8,), tf.int32)}
+        )
+        unbatched = fs.ElementSpec.from_dataset(ds)
+        batched = fs.ElementSpec.from_dataset(ds.batch(4))
+        assert unbatched == batched
+        assert batched["x"] == fs.Leaf(tf.float32, (None, 3))
+
+    def test_from_dataset_asks_when_it_cannot_tell(self):
+        ds = tf.data.Dataset.from_tensor_slices({"x": tf.zeros((8, 3, 2))}).batch(4, True)
+        with pytest.raises(fs.SpecError, match="batched="):
+            fs.ElementSpec.from_dataset(ds)
+        spec = fs.ElementSpec.from_dataset(ds, batched=True)
+        assert spec["x"].shape == (4, 3, 2)
+
+    def test_batched_adds_a_leading_dimension(self):
+        spec = fs.ElementSpec.from_structure(
+            {"t": tf.RaggedTensorSpec((None,), tf.int32, 0), "s": fs.Leaf(tf.int32, ())},
+            batched=False,
+        )
+        assert spec["s"].shape == (None,)
+        assert spec["t"].shape == (None, None)
+
+
+class TestCheck:
+    def _ds(self, **override):
+        data = {
+            "image": tf.zeros((4, 8, 8, 3)),
+            "label": tf.zeros((4,), tf.int32),
+            "mask": tf.zeros((4, 8, 8, 1), tf.int32),
+        }
+        data.update(override)
+        return tf.data.Dataset.from_tensor_slices(data)
+
+    def _spec(self):
+        return fs.ElementSpec.from_dataset(self._ds().batch(2))
+
+    def test_accepts_batched_and_unbatched(self):
+        spec = self._spec()
+        spec.check(self._ds())
+        spec.check(self._ds().batch(3))
+        spec.check(self._ds().batch(2, drop_remainder=True))
+
+    def test_names_every_mismatch(self):
+        ds = self._ds(label=tf.zeros((4,), tf.int64), mask=tf.zeros((4, 8, 7, 1), tf.int32))
+        with pytest.raises(fs.SpecError) as info:
+            self._spec().check(ds.batch(2))
+        assert set(info.value.paths) == {"label", "mask"}
+        message = str(info.value)
+        assert "dtype int32" in message and "int64" in message
+        assert "int32[None, 8, 8, 1]" in message and "int32[None, 8, 7, 1]" in message
+
+    def test_missing_and_extra_leaves(self):
+        data = {"image": tf.zeros((4, 8, 8, 3)), "labels": tf.zeros((4,), tf.int32)}
+        data["mask"] = tf.zeros((4, 8, 8, 1), tf.int32)
+        with pytest.raises(fs.SpecError) as info:
+            self._spec().check(tf.data.Dataset.from_tensor_slices(data).batch(2))
+        assert set(info.value.paths) == {"label", "labels"}
+        assert "did you mean: labels" in str(info.value)
+
+    def test_ragged_versus_dense(self):
+        spec = fs.ElementSpec.from_structure({"t": tf.RaggedTensorSpec((None, None), tf.int32, 1)})
+        with pytest.raises(fs.SpecError, match="ragged"):
+            spec.check({"t": tf.TensorSpec((None, 5), tf.int32)})
