@@ -38,7 +38,7 @@ def compile_one(binding, **kwargs):
 
 
 def run(compiled, predictions, el=None):
-    inputs, targets, weights = compiled.split(el or element())
+    _, targets, weights = compiled.split(el or element())
     return compiled.loss(targets, predictions, weights)
 
 
