@@ -1,0 +1,282 @@
+"""funcsplit.tfds on real TFDS dataset definitions with mocked data (no network)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import funcsplit as fs
+
+SIZE = 8  # mocked images are large (celeb_a 218x178, nyu 480x640): resized in a map
+
+
+@pytest.fixture
+def mock():
+    """Random data for real dataset definitions: tfds.load reads nothing from disk."""
+    with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+
+
+def _small_image(image: tf.Tensor) -> tf.Tensor:
+    return tf.image.resize(tf.cast(image, tf.float32) / 255.0, (SIZE, SIZE))
+
+
+SMALL_IMAGE = tf.TensorSpec((SIZE, SIZE, 3), tf.float32)
+
+
+def _train_one_step(compiled: fs.CompiledSplit, model: keras.Model, ds: tf.data.Dataset):
+    """One SGD step on the first batch; returns (loss before, loss after, result before)."""
+    inputs, targets, weights = next(iter(compiled.apply(ds)))
+    optimizer = keras.optimizers.SGD(0.1)
+    with tf.GradientTape() as tape:
+        result = compiled.loss(targets, model(inputs), weights)
+    variables = model.trainable_variables
+    grads = tape.gradient(result.total, variables)
+    assert all(g is not None for g in grads)
+    optimizer.apply_gradients(zip(grads, variables))
+    after = compiled.loss(targets, model(inputs), weights).total
+    return float(result.total), float(after), result
+
+
+def _encoder(x: keras.KerasTensor) -> keras.KerasTensor:
+    return keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(x))
+
+
+# -- the optional dependency ------------------------------------------------------------------
+
+
+def test_import_funcsplit_leaves_tfds_alone_and_missing_tfds_names_the_extra():
+    code = (
+        "import sys\n"
+        "import funcsplit\n"
+        "assert 'tensorflow_datasets' not in sys.modules, 'funcsplit imported tfds'\n"
+        "sys.modules['tensorflow_datasets'] = None\n"
+        "try:\n"
+        "    import funcsplit.tfds\n"
+        "except ImportError as error:\n"
+        "    print('ERROR', error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
+    assert "ERROR funcsplit.tfds needs" in out
+    assert "funcsplit[demo]" in out
+
+
+# -- element specs from builders ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["celeb_a", "coco/2017", "nyu_depth_v2"])
+def test_element_spec_from_builder_equals_the_loaded_dataset(mock, name):
+    builder = tfds.builder(name)
+    spec = fs.tfds.element_spec(builder)
+    ds = tfds.load(name, split="train")
+    assert spec == fs.ElementSpec.from_dataset(ds, batched=False)
+    assert spec == fs.tfds.element_spec(builder.info) == fs.tfds.element_spec(ds, batched=False)
+    assert spec == fs.ElementSpec.from_dataset(ds.padded_batch(2))
+    spec.check(ds)
+    spec.check(ds.padded_batch(2))
+
+
+def test_as_supervised_spec_is_the_supervised_tuple(mock):
+    builder = tfds.builder("nyu_depth_v2")
+    spec = fs.tfds.element_spec(builder, as_supervised=True)
+    ds = tfds.load("nyu_depth_v2", split="train", as_supervised=True)
+    assert spec == fs.ElementSpec.from_dataset(ds.batch(2))
+    assert [str(p) for p in spec.paths] == ["0", "1"]
+    assert spec["1"] == fs.Leaf(tf.float16, (None, 480, 640))
+
+
+def test_ragged_spec_equals_ragged_batch_of_coco(mock):
+    builder = tfds.builder("coco/2017")
+    ds = tfds.load("coco/2017", split="train")
+    spec = fs.tfds.element_spec(builder, ragged=True)
+    assert spec == fs.ElementSpec.from_dataset(ds.ragged_batch(2))
+    assert spec["objects/bbox"] == fs.Leaf(tf.float32, (None, None, 4), "ragged", 1)
+    assert spec["image/filename"] == fs.Leaf(tf.string, (None,))
+    assert fs.tfds.element_spec(builder)["objects/bbox"] == fs.Leaf(tf.float32, (None, None, 4))
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        tf.TensorSpec((None, None, 3), tf.uint8),
+        tf.TensorSpec((None, 4), tf.float32),
+        tf.TensorSpec((2, None, 5), tf.float32),
+        tf.TensorSpec((), tf.string),
+        tf.TensorSpec((2, 3), tf.int64),
+        tf.RaggedTensorSpec((None, None), tf.int64, ragged_rank=1),
+    ],
+    ids=["image", "boxes", "inner-unknown", "scalar", "fixed", "ragged"],
+)
+def test_ragged_batch_rule_matches_tf_data(example):
+    ds = tf.data.Dataset.from_generator(lambda: iter(()), output_signature={"x": example})
+    expected = fs.ElementSpec.from_dataset(ds.ragged_batch(3), batched=True)
+    features = tfds.features.FeaturesDict({"x": tfds.features.Scalar(np.int64)})
+    got = fs.tfds.element_spec(features, ragged=True, replace={"x": example})
+    assert got == expected
+
+
+def test_decoders_change_the_spec_as_in_tfds_load(mock):
+    builder = tfds.builder("celeb_a")
+    spec = fs.tfds.element_spec(builder, decoders={"image": tfds.decode.SkipDecoding()})
+    ds = tfds.load("celeb_a", split="train", decoders={"image": tfds.decode.SkipDecoding()})
+    assert spec == fs.ElementSpec.from_dataset(ds, batched=False)
+    assert spec["image"] == fs.Leaf(tf.string, (None,))
+
+
+def test_num_classes_reads_class_labels(mock):
+    assert fs.tfds.num_classes(tfds.builder("coco/2017")) == {"objects/label": 80}
+    assert fs.tfds.num_classes(tfds.builder("celeb_a").info) == {}
+
+
+# -- compiled, split and trained for one step --------------------------------------------------
+
+
+def test_celeb_a_forty_attribute_bindings_train(mock):
+    builder = tfds.builder("celeb_a")
+    spec = fs.tfds.element_spec(builder, replace={"image": SMALL_IMAGE})
+    bindings = fs.tfds.feature_bindings(spec, "attributes", "binary_crossentropy", weight=1 / 40)
+    assert len(bindings) == 40
+    assert {str(b.target) for b in bindings} == {f"attributes/{b.name}" for b in bindings}
+    compiled = fs.compile(
+        fs.SplitSpec(spec, inputs="image", losses=bindings, drop=("landmarks", "identity"))
+    )
+    ds = tfds.load("celeb_a", split="train").map(
+        lambda ex: {**ex, "image": _small_image(ex["image"])}
+    )
+    batch = next(iter(ds.batch(4)))
+    _, targets, _ = compiled.split(batch)
+    np.testing.assert_array_equal(targets["Smiling"], batch["attributes"]["Smiling"])
+    np.testing.assert_array_equal(
+        targets["5_o_Clock_Shadow"], batch["attributes"]["5_o_Clock_Shadow"]
+    )
+
+    image = keras.Input((SIZE, SIZE, 3))
+    hidden = _encoder(image)
+    heads = {b.name: keras.layers.Dense(1, activation="sigmoid")(hidden) for b in bindings}
+    model = keras.Model(image, heads)
+    before, after, result = _train_one_step(compiled, model, ds.batch(4))
+    assert sorted(result.per_loss) == sorted(b.name for b in bindings)
+    expected = sum(float(v) for v in result.per_loss.values()) / 40
+    assert before == pytest.approx(expected, rel=1e-5)
+    assert after < before
+
+
+def _multilabel(objects: dict, logits: tf.Tensor) -> tf.Tensor:
+    """Per-image presence of each of coco's 80 classes, from the ragged object labels."""
+    present = tf.minimum(tf.reduce_sum(tf.one_hot(objects["label"], 80), axis=1), 1.0)
+    return keras.losses.binary_crossentropy(present, logits, from_logits=True)
+
+
+def _mean_box(boxes: tf.RaggedTensor, predicted: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.square(tf.reduce_mean(boxes, axis=1) - predicted), axis=-1)
+
+
+def test_coco_ragged_objects_train(mock):
+    builder = tfds.builder("coco/2017")
+    classes = fs.tfds.num_classes(builder)["objects/label"]
+    spec = fs.tfds.element_spec(builder, ragged=True, replace={"image": SMALL_IMAGE})
+    losses = (
+        fs.LossBinding("classes", _multilabel, target="objects", output="classes"),
+        fs.LossBinding("box", _mean_box, target=("objects", "bbox"), output="box"),
+    )
+    split = fs.SplitSpec(
+        spec, inputs="image", losses=losses, drop=("image/filename", fs.Path(("image/id",)))
+    )
+    compiled = fs.compile(split)
+    table = compiled.describe()
+    assert "image/filename" in table and "dropped" in table
+    assert "target of classes; target of box" in table
+
+    ds = tfds.load("coco/2017", split="train")
+    ds = ds.map(lambda ex: {**ex, "image": _small_image(ex["image"])}).ragged_batch(4)
+    image = keras.Input((SIZE, SIZE, 3))
+    hidden = _encoder(image)
+    model = keras.Model(
+        image,
+        {"classes": keras.layers.Dense(classes)(hidden), "box": keras.layers.Dense(4)(hidden)},
+    )
+    before, after, result = _train_one_step(compiled, model, ds)
+    assert int(result.counts["classes"]) == 4
+    assert after < before
+
+
+def test_nyu_depth_supervised_split_trains(mock):
+    builder = tfds.builder("nyu_depth_v2")
+    depth = tf.TensorSpec((SIZE, SIZE), tf.float32)
+    split = fs.tfds.supervised_split(builder, "mse", replace={"image": SMALL_IMAGE, "depth": depth})
+    compiled = fs.compile(split)
+    assert compiled.names == ("depth",)
+
+    def preprocess(image, depth_map):
+        small = tf.image.resize(tf.cast(depth_map, tf.float32)[..., None], (SIZE, SIZE))
+        return _small_image(image), small[..., 0]
+
+    ds = tfds.load("nyu_depth_v2", split="train", as_supervised=True).map(preprocess).batch(4)
+    image = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(image, keras.layers.Conv2D(1, 3, padding="same")(image)[..., 0])
+    before, after, _ = _train_one_step(compiled, model, ds)
+    assert after < before
+
+
+# -- bad input fails before training, naming the feature path ----------------------------------
+
+
+def test_spec_that_does_not_fit_the_dataset_names_the_feature(mock):
+    spec = fs.tfds.element_spec(tfds.builder("celeb_a"), replace={"image": SMALL_IMAGE})
+    wrong = fs.ElementSpec.from_structure(
+        {
+            **spec.structure,
+            "attributes": {**spec.structure["attributes"], "Smiling": fs.Leaf(tf.int32)},
+        }
+    )
+    bindings = fs.tfds.feature_bindings(wrong, "attributes", "binary_crossentropy")
+    compiled = fs.compile(
+        fs.SplitSpec(wrong, inputs="image", losses=bindings, drop=("landmarks", "identity"))
+    )
+    ds = tfds.load("celeb_a", split="train")
+    ds = ds.map(lambda ex: {**ex, "image": _small_image(ex["image"])}).batch(2)
+    with pytest.raises(fs.SpecError) as info:
+        compiled.apply(ds)
+    assert info.value.paths == ("attributes/Smiling",)
+    assert "dtype int32" in str(info.value) and "bool" in str(info.value)
+
+
+def test_unresized_images_are_named_before_training(mock):
+    spec = fs.tfds.element_spec(tfds.builder("nyu_depth_v2"), as_supervised=True)
+    compiled = fs.compile(fs.tfds.supervised_split(tfds.builder("nyu_depth_v2"), "mse"))
+    resized = tfds.load("nyu_depth_v2", split="train", as_supervised=True).map(
+        lambda image, depth: (_small_image(image), depth)
+    )
+    with pytest.raises(fs.SpecError) as info:
+        compiled.apply(resized.batch(2))
+    assert info.value.paths == ("0",)
+    assert spec.problems_with(resized.element_spec)[0].path == "0"
+
+
+def test_unknown_feature_paths_are_named_with_nearby_paths(mock):
+    builder = tfds.builder("celeb_a")
+    with pytest.raises(fs.SpecError) as info:
+        fs.tfds.feature_bindings(builder, "atributes", "binary_crossentropy")
+    assert info.value.paths == ("atributes",)
+    assert "attributes" in info.value.problems[0].nearby
+    with pytest.raises(fs.SpecError) as info:
+        fs.tfds.element_spec(builder, replace={"imag": SMALL_IMAGE, "image": "float32"})
+    assert info.value.paths == ("imag", "image")
+
+
+def test_source_errors(mock):
+    celeb_a = tfds.builder("celeb_a")
+    with pytest.raises(fs.SpecError, match="supervised_keys"):
+        fs.tfds.element_spec(celeb_a, as_supervised=True)
+    with pytest.raises(fs.SpecError, match="DatasetBuilder"):
+        fs.tfds.element_spec({"image": SMALL_IMAGE})
+    with pytest.raises(fs.SpecError, match="batched"):
+        fs.tfds.element_spec(tfds.load("celeb_a", split="train"), ragged=True)
