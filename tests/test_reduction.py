@@ -317,3 +317,28 @@ class TestOutputsAndTracing:
         compiled = fs.compile(fs.SplitSpec(spec(), inputs="x", strict=False))
         _, targets, weights = compiled.split(element())
         assert float(compiled.loss(targets, VALUES, weights).total) == 0.0
+
+
+class TestMisbehavingLosses:
+    def test_a_loss_reduced_over_the_batch_is_named(self):
+        def column_means(y, p):
+            return tf.reduce_mean(y - p, axis=0)  # [3], not [B]
+
+        compiled = compile_one(fs.LossBinding("bad", column_means, target="y"))
+        _, targets, weights = compiled.split(element())
+        with pytest.raises(fs.SpecError) as info:
+            compiled.loss.python_function(targets, tf.constant(VALUES), weights)
+        assert "column_means @ " in str(info.value) and "batch dimension 6" in str(info.value)
+
+    def test_a_failing_loss_is_named_with_file_and_line(self):
+        def needs_matching_shapes(y, p):
+            return tf.reduce_sum(tf.reshape(y, [-1, 3]) * p, axis=-1)
+
+        b = fs.LossBinding("bad", needs_matching_shapes, target="y")
+        compiled = compile_one(b)
+        _, targets, weights = compiled.split(element())
+        with pytest.raises(fs.SpecError) as info:
+            compiled.loss(targets, tf.zeros((B, 4)), weights)
+        message = str(info.value)
+        assert "needs_matching_shapes @ " in message and "test_reduction.py" in message
+        assert info.value.paths == ("y",)

@@ -153,13 +153,41 @@ def select_output(plan: Plan, bound: BoundLoss, predictions: Any) -> Any:
     return structure.get(predictions, keys)
 
 
-def _per_example(bound: BoundLoss, values: tf.Tensor) -> tf.Tensor:
-    if values.shape.rank is None:
+def _checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
+    """Calls the binding's loss; a failure while tracing names the binding and its ``fn``."""
+    try:
+        return call_loss(bound.fn, y_true, y_pred)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, SpecError):
+            raise
+        shapes = tf.nest.map_structure(lambda t: getattr(t, "shape", t), (y_true, y_pred))
         raise SpecError.single(
             f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
             str(bound.target),
+            "a loss that accepts the target and the predictions "
+            f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            "check the binding's target and output paths and what the loss expects",
+        ) from error
+
+
+def _per_example(bound: BoundLoss, values: tf.Tensor, y_pred: Any) -> tf.Tensor:
+    where = f"binding {bound.name!r} fn {describe_callable(bound.fn)}"
+    if values.shape.rank is None:
+        raise SpecError.single(
+            where,
+            str(bound.target),
             "per-example values [B, ...] or a scalar",
             "values of unknown rank",
+        )
+    batch = tf.TensorShape(getattr(tf.nest.flatten(y_pred)[0], "shape", None))[:1]
+    if batch.rank and batch[0] is not None and values.shape[0] not in (None, batch[0]):
+        raise SpecError.single(
+            where,
+            str(bound.target),
+            f"per-example values with batch dimension {batch[0]}",
+            f"values of shape {values.shape}",
+            "return one value per example (or per element), not reduced over the batch",
         )
     values = tf.cast(values, _FLOAT)
     if values.shape.rank > 1:
@@ -187,10 +215,10 @@ def reduce_binding(
     fn = bound.fn
     if isinstance(fn, losses_lib.BuiltinLoss) and fn.batch_level:
         return _batch_level(bound, y_true, y_pred, mask, builtin=fn)
-    values = tf.convert_to_tensor(call_loss(fn, y_true, y_pred))
+    values = tf.convert_to_tensor(_checked_call(bound, y_true, y_pred))
     if values.shape.rank == 0:
         return _batch_level(bound, y_true, y_pred, mask, builtin=None, full=values)
-    values = _per_example(bound, values)
+    values = _per_example(bound, values, y_pred)
     batch = tf.shape(values)[0]
     weight = None if mask is None else tf.cast(mask, _FLOAT)
     if "sample_weight" in extra:
