@@ -71,10 +71,10 @@ def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
     )
 
 
-def main(steps: int | None = None) -> list[tuple[float, float]]:
+def main(steps: int | None = None, n: int = 100) -> list[tuple[float, float]]:
     """Trains both models; returns the (image loss, text loss) of each step."""
     keras.utils.set_random_seed(0)
-    dataset = make_dataset()
+    dataset = make_dataset(n)
     compiled = fs.compile(make_split(dataset))
     models = {"image": ImageClassifier(), "text": TextGenerator()}
     optimizers = {"image": keras.optimizers.Adam(1e-3), "text": keras.optimizers.Adam(1e-3)}

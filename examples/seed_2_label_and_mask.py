@@ -52,10 +52,10 @@ def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
     )
 
 
-def main(epochs: int = 1) -> dict[str, list[float]]:
+def main(epochs: int = 1, n: int = 100) -> dict[str, list[float]]:
     """Trains with Keras ``fit`` through `funcsplit.keras.RoutedModel`; returns the history."""
     keras.utils.set_random_seed(0)
-    dataset = make_dataset()
+    dataset = make_dataset(n)
     compiled = fs.compile(make_split(dataset))
     routed = fs.keras.RoutedModel(MultiOutputModel(), compiled)
     routed.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -54,22 +54,26 @@ def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
         inputs="image",
         losses=(
             fs.LossBinding(
-                "category_1", "sparse_categorical_crossentropy",
-                target="label_dict/category_1", output="0",
+                "category_1",
+                "sparse_categorical_crossentropy",
+                target="label_dict/category_1",
+                output="0",
             ),
             fs.LossBinding(
-                "category_2", "sparse_categorical_crossentropy",
-                target="label_dict/category_2", output="1",
+                "category_2",
+                "sparse_categorical_crossentropy",
+                target="label_dict/category_2",
+                output="1",
             ),
         ),
         drop=("text",),
     )
 
 
-def main(epochs: int = 1) -> dict[str, list[float]]:
+def main(epochs: int = 1, n: int = 100) -> dict[str, list[float]]:
     """Trains with Keras ``fit`` through `funcsplit.keras.RoutedModel`; returns the history."""
     keras.utils.set_random_seed(0)
-    dataset = make_dataset()
+    dataset = make_dataset(n)
     compiled = fs.compile(make_split(dataset))
     print(compiled.describe())
     routed = fs.keras.RoutedModel(ComplexModel(), compiled)

@@ -1,0 +1,302 @@
+"""`RoutedModel`: Keras ``fit`` / ``evaluate`` / ``predict`` with the loss of a `CompiledSplit`.
+
+Keras unpacks each element of ``compiled.apply(ds)`` as ``(x, y, sample_weight)``: here
+``x`` are the model inputs, ``y`` the targets keyed by binding name and ``sample_weight`` the
+route and sample-weight leaves keyed by binding name. `RoutedModel` overrides
+``compute_loss`` to call ``compiled.loss`` and ``compute_metrics`` to show each binding's
+loss and metrics.
+
+Under `tf.distribute`, funcsplit's loss already divides by global denominators: the replicas'
+values sum to the loss of the global batch, and Keras sums the replicas' gradients. So the
+value is returned as it is (Keras's own losses divide by the number of replicas instead), and
+the trackers are fed so that they show the global values, also when the replicas hold batches
+of different sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras.src.utils import tracking
+
+from funcsplit._src import reduction
+from funcsplit._src.compiler import CompiledSplit
+from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import close_matches
+from funcsplit._src.errors import raise_if_any
+
+
+class _GlobalBatchMean(keras.metrics.Mean):
+    """Keras's ``loss`` tracker, each replica weighted by the mean batch of all replicas.
+
+    Keras feeds the tracker ``replicas × value`` with the replica's own batch size as weight.
+    funcsplit's per-replica values sum to the global loss, so the exact global value needs
+    the same weight on every replica (the global batch over the number of replicas).
+    """
+
+    def update_state(self, values: Any, sample_weight: Any = None) -> Any:
+        replicas = reduction.replicas_in_sync()
+        if sample_weight is not None and replicas > 1:
+            sample_weight = reduction.global_sum(tf.cast(sample_weight, tf.float32)) / replicas
+        return super().update_state(values, sample_weight=sample_weight)
+
+
+class _RoutedMetrics(keras.metrics.Metric):
+    """Metrics per binding over its routed examples, shown as ``<binding>_<metric name>``."""
+
+    def __init__(self, metrics: dict[str, list[keras.metrics.Metric]]):
+        super().__init__(name="routed_metrics")
+        self._by_binding = metrics
+        self._flat = [m for ms in metrics.values() for m in ms]
+
+    @property
+    def variables(self) -> list[Any]:
+        return [v for m in self._flat for v in m.variables]
+
+    def update_state(self, y_true: dict, y_pred: dict, sample_weight: dict) -> None:
+        for name, metrics in self._by_binding.items():
+            for metric in metrics:
+                metric.update_state(y_true[name], y_pred[name], sample_weight[name])
+
+    def reset_state(self) -> None:
+        for metric in self._flat:
+            metric.reset_state()
+
+    def result(self) -> dict[str, Any]:
+        return {f"{name}_{m.name}": m.result() for name, ms in self._by_binding.items() for m in ms}
+
+
+def _check_metrics(
+    compiled: CompiledSplit, metrics: Mapping[str, Any] | None
+) -> dict[str, list[keras.metrics.Metric]]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise SpecError.single(
+            "RoutedModel metrics",
+            None,
+            "a dict {binding name: [keras.metrics.Metric, ...]}",
+            type(metrics).__name__,
+            "e.g. metrics={'label': [keras.metrics.SparseCategoricalAccuracy()]}",
+        )
+    problems, out = [], {}
+    for name, value in metrics.items():
+        if name not in compiled.names:
+            problems.append(
+                Problem(
+                    "RoutedModel metrics",
+                    None,
+                    f"a binding name, one of {list(compiled.names)}",
+                    repr(name),
+                    nearby=close_matches(str(name), compiled.names),
+                )
+            )
+            continue
+        items = [value] if isinstance(value, keras.metrics.Metric) else list(value)
+        bad = [m for m in items if not isinstance(m, keras.metrics.Metric)]
+        if bad:
+            problems.append(
+                Problem(
+                    f"RoutedModel metrics[{name!r}]",
+                    None,
+                    "keras.metrics.Metric instances",
+                    repr(bad[0]),
+                    "pass e.g. keras.metrics.SparseCategoricalAccuracy()",
+                )
+            )
+            continue
+        out[name] = items
+    raise_if_any(problems)
+    return out
+
+
+class RoutedModel(keras.Model):
+    """A Keras model that runs ``model`` and takes its loss from a `CompiledSplit`.
+
+    ``fit``, ``evaluate`` and ``predict`` take ``compiled.apply(ds)``. The logs (``History``,
+    ``evaluate(return_dict=True)``, the progress bar) hold ``loss`` (the weighted total, plus
+    the model's regularization losses, as Keras does) and ``<binding>_loss`` for each binding
+    (its unweighted value; over an epoch, batches are weighted by the examples routed to the
+    binding, so batches with none routed do not pull it toward 0).
+
+    Metrics: ``metrics={binding: [keras.metrics.Metric, ...]}`` here are computed on the
+    examples routed to the binding (weighted by its sample weight) and logged as
+    ``<binding>_<metric name>``. Metrics given to ``compile`` see ``y_true={binding: target}``
+    and ``y_pred={binding: its output}`` (key them by binding name); ``weighted_metrics`` there
+    get each binding's route-and-sample weight. Routed-away targets are replaced by zeros
+    before any metric sees them (a ``-1`` label cannot crash a metric).
+
+    Saving: save the inner model, ``routed.model.save("model.keras")``; it reloads with
+    ``keras.models.load_model`` for inference without funcsplit. ``routed.save`` raises.
+
+    Args:
+        model: any Keras model (functional, sequential or subclassed) whose outputs the
+            bindings' ``output`` paths address.
+        compiled: the `CompiledSplit` whose ``loss`` trains ``model``.
+        metrics: optional ``{binding name: [keras.metrics.Metric, ...]}`` computed on each
+            binding's routed examples.
+        name: the Keras name of the wrapper.
+
+    Attributes:
+        model: the wrapped model.
+        compiled_split: the `CompiledSplit` (``keras.Model`` already owns ``compiled``).
+
+    Raises:
+        SpecError: for a ``compiled`` that is not a `CompiledSplit` or metrics keyed by
+            unknown binding names.
+
+    Examples:
+        >>> import funcsplit as fs, keras, tensorflow as tf
+        >>> ds = tf.data.Dataset.from_tensor_slices({"x": tf.ones((8, 2)),
+        ...                                          "y": tf.zeros((8, 1))}).batch(4)
+        >>> split = fs.SplitSpec(fs.ElementSpec.from_dataset(ds), inputs="x",
+        ...                      losses=(fs.LossBinding("y", "mse", target="y"),))
+        >>> compiled = fs.compile(split)
+        >>> routed = fs.keras.RoutedModel(keras.Sequential([keras.layers.Dense(1)]), compiled)
+        >>> routed.compile(optimizer="sgd")
+        >>> sorted(routed.evaluate(compiled.apply(ds), return_dict=True, verbose=0))
+        ['loss', 'y_loss']
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        compiled: CompiledSplit,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ):
+        if not isinstance(compiled, CompiledSplit):
+            raise SpecError.single(
+                "RoutedModel",
+                None,
+                "a CompiledSplit (from fs.compile(split))",
+                type(compiled).__name__,
+                "pass fs.compile(split)",
+            )
+        routed_metrics = _check_metrics(compiled, metrics)
+        super().__init__(name=name)
+        self.model = model
+        self.compiled_split = compiled
+        self.binding_loss_trackers = [keras.metrics.Mean(name=f"{n}_loss") for n in compiled.names]
+        self.routed_metrics = _RoutedMetrics(routed_metrics) if routed_metrics else None
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        """Runs the wrapped model."""
+        return self.model(inputs, training=training)
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Under a strategy, Keras builds from the first batch averaged over the replicas
+        # (strategy.reduce("MEAN")), which fails for bool route leaves and for parts of
+        # different sizes. One replica's part has the same structure, dtypes and shapes.
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda v: (
+                    strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues)
+                    else v
+                ),
+                next(it),
+            )
+            break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def compile(self, optimizer: Any = "rmsprop", **kwargs: Any) -> None:
+        """Keras's ``compile`` without ``loss`` / ``loss_weights`` (the split gives the loss).
+
+        Raises:
+            SpecError: if ``loss`` or ``loss_weights`` is given.
+        """
+        given = [k for k in ("loss", "loss_weights") if kwargs.get(k) is not None]
+        if given:
+            raise SpecError.single(
+                "RoutedModel.compile",
+                None,
+                "no loss= / loss_weights=",
+                ", ".join(given),
+                "the loss comes from the CompiledSplit: set LossBinding fn= and weight=",
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        self._install_loss_tracker()
+
+    @tracking.no_automatic_dependency_tracking
+    def _install_loss_tracker(self) -> None:
+        self._loss_tracker = _GlobalBatchMean(name="loss")
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> tf.Tensor:
+        """``compiled.loss(y, y_pred, sample_weight).total`` plus regularization losses.
+
+        Also updates the ``<binding>_loss`` trackers. Inside a replica context the value is
+        this replica's share of the global loss (the shares sum to it), which is what Keras
+        differentiates and sums across replicas.
+        """
+        del x, training
+        result = self.compiled_split.loss(y, y_pred, sample_weight or {})
+        replicas = reduction.replicas_in_sync()
+        for name, tracker in zip(self.compiled_split.names, self.binding_loss_trackers):
+            value = reduction.global_sum(result.per_loss[name])
+            count = reduction.global_sum(tf.cast(result.counts[name], tf.float32))
+            tracker.update_state(value, sample_weight=count / replicas)
+        total = result.total
+        if self.losses:
+            extra = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in self.losses])
+            total = total + extra / replicas
+        return total
+
+    def compute_metrics(
+        self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None
+    ) -> dict[str, Any]:
+        """Updates compile and routed metrics per binding; returns all metric results."""
+        del x
+        if self._compile_metrics is not None or self.routed_metrics is not None:
+            y_true, outputs, weights = self._per_binding(y, y_pred, sample_weight or {})
+            if self._compile_metrics is not None:
+                self._compile_metrics.update_state(y_true, outputs, weights)
+            if self.routed_metrics is not None:
+                self.routed_metrics.update_state(y_true, outputs, weights)
+        return self.get_metrics_result()
+
+    def _per_binding(self, y: dict, y_pred: Any, sample_weight: dict) -> tuple[dict, dict, dict]:
+        plan = self.compiled_split.plan
+        y_true, outputs, weights = {}, {}, {}
+        for bound in plan.losses:
+            target = y[bound.name]
+            extra = sample_weight.get(bound.name, {})
+            batch = tf.shape(tf.nest.flatten(target, expand_composites=False)[0])[0]
+            weight = tf.ones([batch], tf.float32)
+            if bound.route is not None:
+                mask = reduction.route_mask(bound.route, extra["route"])
+                target = reduction.safe_targets(target, mask)
+                weight = tf.cast(mask, tf.float32)
+            if "sample_weight" in extra:
+                weight = weight * tf.reshape(tf.cast(extra["sample_weight"], tf.float32), [-1])
+            y_true[bound.name] = target
+            outputs[bound.name] = reduction.select_output(plan, bound, y_pred)
+            weights[bound.name] = weight
+        return y_true, outputs, weights
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Refuses: save the inner model (``routed.model.save(...)``), which needs no funcsplit.
+
+        Raises:
+            TypeError: always.
+        """
+        raise TypeError(
+            "RoutedModel is a training wrapper: save the inner model instead, "
+            "routed.model.save('model.keras'); it reloads with keras.models.load_model "
+            "without funcsplit."
+        )

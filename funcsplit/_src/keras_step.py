@@ -1,0 +1,314 @@
+"""`train_step`: one traced training step for several models and optimizers (one per group).
+
+One `tf.GradientTape` records every group's forward pass and the loss of the whole split; the
+gradient of the total with respect to group ``g``'s variables is the gradient of ``g``'s own
+losses, because groups share no variables (checked). Each group's gradients go to its own
+optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from funcsplit._src import reduction
+from funcsplit._src import structure
+from funcsplit._src.compiler import CompiledSplit
+from funcsplit._src.compiler import TracedFunction
+from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import raise_if_any
+
+_WHERE = "fs.keras.train_step"
+
+
+def _check_group_dict(kind: str, value: Any, groups: tuple[str, ...], valid: Any) -> list[Problem]:
+    if not isinstance(value, Mapping):
+        return [
+            Problem(
+                f"{_WHERE} {kind}",
+                None,
+                f"a dict keyed by the groups {list(groups)}",
+                type(value).__name__,
+                f"pass {kind}={{group: ..., ...}} for a split with groups",
+            )
+        ]
+    problems = []
+    missing = [g for g in groups if g not in value]
+    extra = [k for k in value if k not in groups]
+    if missing:
+        problems.append(
+            Problem(
+                f"{_WHERE} {kind}",
+                None,
+                f"one entry per group {list(groups)}",
+                f"no entry for {missing}",
+                f"add {kind}[{missing[0]!r}]",
+            )
+        )
+    if extra:
+        problems.append(
+            Problem(
+                f"{_WHERE} {kind}",
+                None,
+                f"only the groups {list(groups)}",
+                f"unknown keys {extra}",
+                "remove them, or give some binding that group",
+            )
+        )
+    problems.extend(valid(f"{kind}[{g!r}]", value[g]) for g in groups if g in value)
+    return [p for p in problems if p is not None]
+
+
+def _model_problem(where: str, model: Any) -> Problem | None:
+    if isinstance(model, keras.layers.Layer):
+        return None
+    return Problem(f"{_WHERE} {where}", None, "a Keras model (or layer)", type(model).__name__)
+
+
+def _optimizer_problem(where: str, optimizer: Any) -> Problem | None:
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return None
+    return Problem(
+        f"{_WHERE} {where}",
+        None,
+        "a keras.optimizers.Optimizer instance",
+        type(optimizer).__name__,
+        "pass e.g. keras.optimizers.Adam(1e-3)",
+    )
+
+
+def _check_arguments(compiled: Any, models: Any, optimizers: Any) -> None:
+    if not isinstance(compiled, CompiledSplit):
+        raise SpecError.single(
+            _WHERE, None, "a CompiledSplit (from fs.compile(split))", type(compiled).__name__
+        )
+    groups = compiled.groups
+    if not groups:
+        problems = [
+            Problem(
+                f"{_WHERE} {kind}",
+                None,
+                f"one {kind[:-1]} (the split has no groups)",
+                "a dict",
+                f"pass one {kind[:-1]}, or give the bindings group= names",
+            )
+            for kind, value in (("models", models), ("optimizers", optimizers))
+            if isinstance(value, Mapping)
+        ]
+        if not problems:
+            problems = [
+                _model_problem("model", models),
+                _optimizer_problem("optimizer", optimizers),
+            ]
+        raise_if_any([p for p in problems if p is not None])
+        return
+    problems = _check_group_dict("models", models, groups, _model_problem)
+    problems += _check_group_dict("optimizers", optimizers, groups, _optimizer_problem)
+    if not problems:
+        seen: dict[int, str] = {}
+        for g in groups:
+            first = seen.setdefault(id(models[g]), g)
+            if first != g:
+                problems.append(
+                    Problem(
+                        f"{_WHERE} models",
+                        None,
+                        "a separate model per group",
+                        f"the same model for groups {first!r} and {g!r}",
+                        "put both groups' bindings in one group, or use two models",
+                    )
+                )
+    raise_if_any(problems)
+
+
+def check_disjoint(models: Mapping[str, Any]) -> None:
+    """Raises a `SpecError` naming each variable that several groups' models share.
+
+    A shared variable would receive the gradient of several groups' losses and be updated by
+    several optimizers.
+    """
+    owner: dict[int, str] = {}
+    problems = []
+    for group, model in models.items():
+        for variable in model.trainable_variables:
+            first = owner.setdefault(id(variable), group)
+            if first != group:
+                problems.append(
+                    Problem(
+                        f"{_WHERE} models",
+                        None,
+                        "groups whose models share no trainable variable",
+                        f"variable {variable.path!r} in groups {first!r} and {group!r}",
+                        "put the bindings that train it in one group (one model, one optimizer)",
+                    )
+                )
+    raise_if_any(problems)
+
+
+def _regularization(models: Mapping[str, Any]) -> tf.Tensor | float:
+    penalties = [tf.reduce_sum(tf.cast(v, tf.float32)) for m in models.values() for v in m.losses]
+    if not penalties:
+        return 0.0
+    return tf.add_n(penalties) / reduction.replicas_in_sync()
+
+
+def _step_function(compiled: CompiledSplit, models: dict, optimizers: dict):
+    groups = compiled.groups
+
+    def step(element: Any) -> reduction.LossResult:
+        inputs, targets, weights = element
+        with tf.GradientTape() as tape:
+            if groups:
+                predictions = {g: models[g](inputs[g], training=True) for g in groups}
+            else:
+                predictions = models[None](inputs, training=True)
+            result = compiled.loss(targets, predictions, weights)
+            objective = result.total + _regularization(models)
+        check_disjoint(models)
+        variables = {g: list(m.trainable_variables) for g, m in models.items()}
+        flat = [v for vs in variables.values() for v in vs]
+        gradients = iter(tape.gradient(objective, flat))
+        by_optimizer: dict[int, tuple[Any, list]] = {}
+        for g, vs in variables.items():
+            pairs = by_optimizer.setdefault(id(optimizers[g]), (optimizers[g], []))[1]
+            pairs.extend((next(gradients), v) for v in vs)
+        for optimizer, pairs in by_optimizer.values():
+            optimizer.apply_gradients(pairs)
+        return result
+
+    return step
+
+
+def _build(models: dict, optimizers: dict, inputs: Any = None) -> None:
+    """Builds unbuilt models (one forward pass on ``inputs``, no update), then the optimizers
+    whose models are all built (each on all the variables of the groups it serves)."""
+    if inputs is not None:
+        for g, model in models.items():
+            if not model.built:
+                model(inputs if g is None else inputs[g], training=False)
+    for optimizer in {id(o): o for o in optimizers.values()}.values():
+        owners = [g for g, o in optimizers.items() if o is optimizer]
+        if not optimizer.built and all(models[g].built for g in owners):
+            optimizer.build([v for g in owners for v in models[g].trainable_variables])
+
+
+class _BuildThenTrace:
+    """The traced step, which builds unbuilt models and optimizers before its first call.
+
+    `tf.function` traces twice when its first call creates variables; building them first
+    keeps the step at one trace.
+    """
+
+    def __init__(self, traced: Any, models: dict, optimizers: dict, expected: Any):
+        self._traced = traced
+        self._models = models
+        self._optimizers = optimizers
+        self._expected = expected
+        self._built = False
+
+    def __call__(self, element: Any) -> Any:
+        if not self._built:
+            raise_if_any(_element_problems(self._expected, element))
+            _build(self._models, self._optimizers, element[0])
+            self._built = True
+        return self._traced(element)
+
+    def experimental_get_tracing_count(self) -> int:
+        return self._traced.experimental_get_tracing_count()
+
+    def get_concrete_function(self, *args: Any) -> Any:
+        return self._traced.get_concrete_function(*args)
+
+
+def _output_spec(compiled: CompiledSplit) -> Any:
+    outputs = compiled.split.get_concrete_function().structured_outputs
+    return tf.nest.map_structure(tf.type_spec_from_value, outputs)
+
+
+def _element_problems(expected: Any, element: Any) -> list[Problem]:
+    try:
+        tf.nest.assert_same_structure(expected, element, check_types=False)
+    except (TypeError, ValueError):
+        is_leaf = lambda v: not structure.is_container(v)
+        return [
+            Problem(
+                f"{_WHERE} step(element)",
+                None,
+                "what compiled.apply(ds) yields: (inputs, targets, weights) = "
+                + structure.draw(expected, is_leaf),
+                structure.draw(element, is_leaf),
+                "iterate compiled.apply(ds), or call step(compiled.split(element))",
+            )
+        ]
+    return []
+
+
+def train_step(
+    compiled: CompiledSplit,
+    models: keras.Model | Mapping[str, keras.Model],
+    optimizers: keras.optimizers.Optimizer | Mapping[str, keras.optimizers.Optimizer],
+    *,
+    jit_compile: bool = False,
+) -> TracedFunction:
+    """Builds one traced training step: each group's losses update only its own model.
+
+    ``models[g]`` is called on ``inputs[g]`` and its output is ``predictions[g]``; one
+    gradient tape takes the gradient of the total loss (plus each model's regularization
+    losses) and ``optimizers[g]`` applies it to ``models[g]``'s trainable variables. The same
+    optimizer object may serve several groups (it is applied once to all their variables).
+    A split without groups takes one model and one optimizer.
+
+    ``step(element)`` takes what ``compiled.apply(ds)`` yields, ``(inputs, targets,
+    weights)``; for a raw element call ``step(compiled.split(element))``. It returns the
+    `LossResult`. It is one `tf.function` with an input signature from the split (batch
+    dimension ``None``), so it traces once; inside ``strategy.run`` with several replicas it
+    runs inline in the caller's trace (the loss's cross-replica sums need that), where the
+    replicas' losses sum to the global one and the optimizers sum the replicas' gradients.
+    There, create built models (e.g. functional) and their optimizers under
+    ``strategy.scope()`` and call `train_step` there too: it builds the optimizers up front,
+    as variables cannot be created inside ``strategy.run``.
+
+    Args:
+        compiled: the `CompiledSplit`.
+        models: ``{group: keras.Model}``, or one model for a split without groups.
+        optimizers: ``{group: optimizer}``, or one optimizer for a split without groups.
+        jit_compile: compile the step with XLA (as Keras ``fit`` does on accelerators).
+
+    Returns:
+        ``step(element) -> LossResult``.
+
+    Raises:
+        SpecError: up front for a missing, extra or wrongly typed model or optimizer, or the
+            same model for two groups; at the first call, if two groups' models share a
+            trainable variable, or if ``element`` is not what ``compiled.apply`` yields.
+
+    Examples:
+        >>> import funcsplit as fs, keras, tensorflow as tf
+        >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 2)),
+        ...                                       "y": fs.Leaf(tf.float32, (None, 1))})
+        >>> compiled = fs.compile(fs.SplitSpec(spec, inputs="x",
+        ...                                    losses=(fs.LossBinding("y", "mse", target="y"),)))
+        >>> step = fs.keras.train_step(compiled, keras.layers.Dense(1), keras.optimizers.SGD())
+        >>> for n in (4, 3):
+        ...     result = step(compiled.split({"x": tf.ones((n, 2)), "y": tf.zeros((n, 1))}))
+        >>> step.experimental_get_tracing_count(), sorted(result.per_loss)
+        (1, ['y'])
+    """
+    _check_arguments(compiled, models, optimizers)
+    if compiled.groups:
+        models, optimizers = dict(models), dict(optimizers)
+    else:
+        models, optimizers = {None: models}, {None: optimizers}
+    _build(models, optimizers)
+    step = tf.autograph.experimental.do_not_convert(_step_function(compiled, models, optimizers))
+    expected = _output_spec(compiled)
+    traced = tf.function(step, input_signature=[expected], jit_compile=jit_compile, autograph=False)
+    return TracedFunction(
+        step,
+        _BuildThenTrace(traced, models, optimizers, expected),
+        lambda element: _element_problems(expected, element),
+    )
