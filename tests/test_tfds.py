@@ -278,5 +278,7 @@ def test_source_errors(mock):
         fs.tfds.element_spec(celeb_a, as_supervised=True)
     with pytest.raises(fs.SpecError, match="DatasetBuilder"):
         fs.tfds.element_spec({"image": SMALL_IMAGE})
+    with pytest.raises(fs.SpecError, match="one split"):
+        fs.tfds.element_spec(tfds.load("celeb_a"))
     with pytest.raises(fs.SpecError, match="batched"):
         fs.tfds.element_spec(tfds.load("celeb_a", split="train"), ragged=True)

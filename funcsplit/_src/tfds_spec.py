@@ -33,6 +33,14 @@ def features_of(source: Source, where: str) -> tfds.features.FeaturesDict:
         source = source.features
     if isinstance(source, tfds.features.FeaturesDict):
         return source
+    if isinstance(source, Mapping) and all(isinstance(v, tf.data.Dataset) for v in source.values()):
+        raise SpecError.single(
+            where,
+            None,
+            "one dataset",
+            f"a dict of splits {sorted(source)}",
+            "pass one split: tfds.load(name, split='train'), or the builder",
+        )
     raise SpecError.single(
         where,
         None,
