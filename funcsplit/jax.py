@@ -174,6 +174,10 @@ def _leaf_problem(keys: tuple, leaf: Leaf, value: Any) -> Problem | None:
     return None
 
 
+def _drawn(node: Any) -> str:
+    return structure.draw(node, lambda v: isinstance(v, Leaf))
+
+
 def _element_problems(plan: Plan, element: Any) -> list[Problem]:
     """Structure and shape mismatches between ``element`` and the spec (dtypes not checked)."""
     dense_used = {
@@ -196,7 +200,7 @@ def _element_problems(plan: Plan, element: Any) -> list[Problem]:
                 Problem(
                     "funcsplit.jax split element",
                     paths.render(keys) if keys else None,
-                    "the structure " + structure.draw(node, lambda v: isinstance(v, Leaf)),
+                    "the structure " + _drawn(node),
                     f"{type(value).__name__} " + structure.draw(value),
                 )
             )
@@ -209,7 +213,8 @@ def _element_problems(plan: Plan, element: Any) -> list[Problem]:
                     Problem(
                         "funcsplit.jax split element",
                         paths.render((*keys, key)),
-                        f"a {paths.render((*keys, key))} leaf",
+                        "an entry for the spec's "
+                        + ("leaf" if isinstance(sub, Leaf) else "subtree " + _drawn(sub)),
                         "no such entry in the element",
                         nearby=tuple(paths.render((*keys, k)) for k in theirs if k not in mine),
                     )

@@ -359,3 +359,376 @@ def test_batch_of_one_aligns_vector_target_with_column_prediction():
         _tf_result(_compiled(name)[0], element, predictions),
         _jax_result(_jitted(name), element, predictions),
     )
+
+
+# --- structures, split and its checks --------------------------------------------------------
+
+Pair = collections.namedtuple("Pair", "first second")
+
+
+def _nested_split() -> tuple[fs.SplitSpec, tuple]:
+    """A tuple element holding a dict with a '/' key, a namedtuple and a nested dict."""
+    spec = fs.ElementSpec.from_structure(
+        (
+            {"image/pixels": fs.Leaf(tf.float32, (None, 3)), "id": fs.Leaf(tf.string, (None,))},
+            Pair(fs.Leaf(tf.int64, (None,)), fs.Leaf(tf.float32, (None, 1))),
+            {"labels": {"b": fs.Leaf(tf.int32, (None,)), "a": fs.Leaf(tf.bool, (None,))}},
+        )
+    )
+    split = fs.SplitSpec(
+        spec,
+        inputs={"pixels": fs.Path((0, "image/pixels")), "pair": ("1/second",)},
+        losses=(
+            fs.LossBinding(
+                "b",
+                "sparse_categorical_crossentropy",
+                target="2/labels/b",
+                output="cls",
+                route=fs.route("2/labels/a"),
+            ),
+            fs.LossBinding(
+                "first", "mse", target=fs.Path((1, "first")), output="reg", sample_weight="1/second"
+            ),
+        ),
+        drop=fs.Path((0, "id")),
+    )
+    rng = np.random.default_rng(0)
+    element = (
+        {
+            "image/pixels": rng.normal(size=(5, 3)).astype(np.float32),
+            "id": np.array([b"a", b"b", b"c", b"d", b"e"]),
+        },
+        Pair(np.arange(5, dtype=np.int64), rng.uniform(size=(5, 1)).astype(np.float32)),
+        {
+            "labels": {
+                "b": np.array([0, -1, 2, -1, 1], np.int32),
+                "a": np.array([True, False, True, False, True]),
+            }
+        },
+    )
+    return split, element
+
+
+def test_split_routes_like_tensorflow_by_path():
+    split, element = _nested_split()
+    tf_inputs, tf_targets, tf_weights = fs.compile(split).split(element)
+    inputs, targets, weights = fsj.compile(split).split(element)
+    assert set(inputs) == {"pixels", "pair"} and isinstance(inputs["pair"], tuple)
+    np.testing.assert_array_equal(inputs["pixels"], element[0]["image/pixels"])
+    np.testing.assert_array_equal(inputs["pair"][0], element[1].second)
+    tf.nest.map_structure(
+        np.testing.assert_array_equal,
+        (inputs, targets, weights),
+        (tf_inputs, tf_targets, tf_weights),
+    )
+    assert weights["b"]["route"] is element[2]["labels"]["a"]
+
+
+def test_loss_on_nested_element_equals_tensorflow_and_ignores_missing_labels():
+    split, element = _nested_split()
+    rng = np.random.default_rng(1)
+    predictions = {
+        "cls": rng.dirichlet(np.ones(3), 5).astype(np.float32),
+        "reg": rng.normal(size=(5, 1)).astype(np.float32),
+    }
+    tf_compiled, jax_compiled = fs.compile(split), fsj.compile(split)
+    _, tf_targets, tf_weights = tf_compiled.split(element)
+    expected = tf_compiled.loss(tf_targets, predictions, tf_weights)
+    _, targets, weights = jax.jit(jax_compiled.split)(_without_strings(element))
+    result = jax.jit(jax_compiled.loss)(targets, predictions, weights)
+    for name in ("b", "first"):
+        np.testing.assert_allclose(result.per_loss[name], expected.per_loss[name], rtol=RTOL)
+    assert int(result.counts["b"]) == 3
+    by_hand = -np.mean(np.log(predictions["cls"][[0, 2, 4], [0, 2, 1]]))
+    np.testing.assert_allclose(result.per_loss["b"], by_hand, rtol=RTOL)
+
+
+def _without_strings(element):
+    """A dropped string leaf cannot enter jit: replace it by a placeholder array."""
+    first = dict(element[0], id=np.zeros(5, np.int32))
+    return (first, *element[1:])
+
+
+def test_split_names_missing_and_misshaped_leaves():
+    split, element = _nested_split()
+    compiled = fsj.compile(split)
+    bad = ({"image/pixels": np.zeros((5, 4), np.float32), "idx": element[0]["id"]}, *element[1:])
+    with pytest.raises(fs.SpecError) as info:
+        compiled.split(bad)
+    found = set(info.value.paths)
+    assert {"0/image/pixels", "0/id", "0/idx"} <= found
+    assert "shape float32[None, 3]" in str(info.value)
+    with pytest.raises(fs.SpecError, match="subtree {'labels'") as info:
+        compiled.split(list(element[:2]))
+    assert info.value.paths == ("2",)
+    with pytest.raises(fs.SpecError, match=r"the structure \(\{'id': ., 'image/pixels'"):
+        compiled.split({"x": element})
+
+
+# --- compile-time errors -----------------------------------------------------------------------
+
+
+def test_leaves_jax_cannot_carry_are_named_at_compile_time():
+    spec = fs.ElementSpec.from_structure(
+        {
+            "x": fs.Leaf(tf.float32, (None, 2)),
+            "words": fs.Leaf(tf.int32, (None, None), kind="ragged"),
+            "boxes": fs.Leaf(tf.float32, (None, 4), kind="sparse"),
+            "caption": fs.Leaf(tf.string, (None,)),
+            "filename": fs.Leaf(tf.string, (None,)),
+            "y": fs.Leaf(tf.float32, (None,)),
+        }
+    )
+    split = fs.SplitSpec(
+        spec,
+        inputs={"x": "x", "words": "words"},
+        losses=(
+            fs.LossBinding("y", "mse", target="y", route=fs.route("caption", equals="a")),
+            fs.LossBinding("boxes", lambda t, p: p, target="boxes"),
+        ),
+        drop="filename",
+    )
+    fs.compile(split)  # TensorFlow carries all of them
+    with pytest.raises(fs.SpecError) as info:
+        fsj.compile(split)
+    assert set(info.value.paths) == {"words", "boxes", "caption"}
+    assert "input words" in str(info.value) and "route of y" in str(info.value)
+
+
+def test_keras_losses_translate_or_are_named():
+    import keras
+
+    spec = fs.ElementSpec.from_structure(
+        {"x": fs.Leaf(tf.float32, (None, 3)), "y": fs.Leaf(tf.int32, (None,))}
+    )
+    keras_split = fs.SplitSpec(
+        spec,
+        inputs="x",
+        losses=(
+            fs.LossBinding(
+                "y", keras.losses.SparseCategoricalCrossentropy(from_logits=True), target="y"
+            ),
+        ),
+    )
+    registry_split = fs.SplitSpec(
+        spec,
+        inputs="x",
+        losses=(
+            fs.LossBinding(
+                "y", fs.losses.sparse_categorical_crossentropy(from_logits=True), target="y"
+            ),
+        ),
+    )
+    compiled = fsj.compile(keras_split)
+    assert compiled.plan.losses[0].fn == registry_split.losses[0].fn
+    targets, logits = {"y": np.array([0, 2])}, np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    np.testing.assert_allclose(
+        compiled.loss(targets, logits).total,
+        fs.compile(keras_split).loss(targets, tf.constant(logits, tf.float32)).total,
+        rtol=RTOL,
+    )
+    for loss in (keras.losses.Dice(), keras.losses.SparseCategoricalCrossentropy(ignore_class=0)):
+        bad = fs.SplitSpec(spec, inputs="x", losses=(fs.LossBinding("y", loss, target="y"),))
+        with pytest.raises(fs.SpecError, match="runs on TensorFlow") as info:
+            fsj.compile(bad)
+        assert info.value.paths == ("y",)
+
+
+def test_compile_rejects_what_the_resolver_rejects():
+    spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 3))})
+    with pytest.raises(fs.SpecError) as info:
+        fsj.compile(
+            fs.SplitSpec(spec, inputs="x", losses=(fs.LossBinding("y", "mse", target="z"),))
+        )
+    assert info.value.paths == ("z",)
+    with pytest.raises(fs.SpecError, match="SplitSpec"):
+        fsj.compile("not a split")
+
+
+# --- user losses, batch-level losses under jit --------------------------------------------------
+
+
+def _user_split(fn) -> fs.SplitSpec:
+    spec = fs.ElementSpec.from_structure(
+        {"y": fs.Leaf(tf.float32, (None, 2)), "keep": fs.Leaf(tf.bool, (None,))}
+    )
+    return fs.SplitSpec(
+        spec,
+        inputs="y",
+        losses=(
+            fs.LossBinding("all", fn, target="y"),
+            fs.LossBinding("routed", fn, target="y", route=fs.route("keep")),
+        ),
+    )
+
+
+_Y = np.array([[0.0, 1.0], [2.0, 3.0], [np.nan, 5.0], [1.0, 1.0]], np.float32)
+_KEEP = np.array([True, True, False, True])
+_P = np.array([[1.0, 1.0], [0.0, 0.0], [4.0, 4.0], [3.0, -1.0]], np.float32)
+
+
+def _run(compiled, keep=_KEEP, jit=False):
+    _, targets, weights = compiled.split({"y": _Y, "keep": keep})
+    loss = jax.jit(compiled.loss) if jit else compiled.loss
+    return loss(targets, _P, weights)
+
+
+def test_user_per_example_loss_from_optax_is_routed_and_averaged():
+    result = _run(fsj.compile(_user_split(optax.losses.squared_error)), jit=True)
+    per_example = np.mean((_P - np.nan_to_num(_Y)) ** 2, axis=1)
+    np.testing.assert_allclose(result.per_loss["routed"], per_example[_KEEP].mean(), rtol=RTOL)
+    assert np.isnan(result.per_loss["all"])  # the NaN target is routed to "all"
+
+
+def _abs_mean(y_true, y_pred):
+    return jnp.mean(jnp.abs(y_true - y_pred))
+
+
+def test_user_scalar_loss_eagerly_gathers_the_routed_examples_as_tensorflow_does():
+    compiled = fsj.compile(_user_split(_abs_mean))
+    result = _run(compiled)
+    np.testing.assert_allclose(result.per_loss["routed"], np.abs(_P - _Y)[_KEEP].mean(), rtol=RTOL)
+    tf_compiled = fs.compile(_user_split(lambda t, p: tf.reduce_mean(tf.abs(t - p))))
+    _, targets, weights = tf_compiled.split({"y": _Y, "keep": _KEEP})
+    expected = tf_compiled.loss(targets, tf.constant(_P), weights)
+    np.testing.assert_allclose(result.per_loss["routed"], expected.per_loss["routed"], rtol=RTOL)
+    assert float(_run(compiled, keep=np.zeros(4, bool)).per_loss["routed"]) == 0.0
+
+
+def test_user_scalar_loss_under_jit_needs_a_mask_keyword():
+    with pytest.raises(fs.SpecError, match="mask") as info:
+        _run(fsj.compile(_user_split(_abs_mean)), jit=True)
+    assert info.value.paths == ("y",) and "'routed'" in str(info.value)
+
+    def masked_abs_mean(y_true, y_pred, *, mask=None):
+        if mask is None:
+            return _abs_mean(y_true, y_pred)
+        rows = mask[:, None].astype(jnp.float32)
+        return jnp.sum(jnp.abs(y_true - y_pred) * rows) / (2.0 * jnp.sum(rows))
+
+    compiled = fsj.compile(_user_split(masked_abs_mean))
+    jitted, eager = _run(compiled, jit=True), _run(fsj.compile(_user_split(_abs_mean)))
+    np.testing.assert_allclose(jitted.per_loss["routed"], eager.per_loss["routed"], rtol=RTOL)
+    empty = _run(compiled, keep=np.zeros(4, bool), jit=True)
+    assert float(empty.per_loss["routed"]) == 0.0 and int(empty.counts["routed"]) == 0
+
+
+# --- empty routes, gradients, vmap, groups ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loss", "target_shape"), [("sparse_categorical_crossentropy", (3,)), ("dice", (3, 4))]
+)
+def test_empty_route_is_zero_with_zero_finite_gradient(loss, target_shape):
+    spec = fs.ElementSpec.from_structure(
+        {"y": fs.Leaf(tf.int32, (None, *target_shape[1:])), "has": fs.Leaf(tf.float32, (None,))}
+    )
+    compiled = fsj.compile(
+        fs.SplitSpec(
+            spec,
+            inputs="y",
+            losses=(fs.LossBinding("only", loss, target="y", route=fs.route("has")),),
+        )
+    )
+    element = {"y": np.full(target_shape, -1, np.int32), "has": np.zeros(3, np.float32)}
+    _, targets, weights = compiled.split(element)
+
+    def total(p):
+        return compiled.loss(targets, p, weights).total
+
+    value, grad = jax.jit(jax.value_and_grad(total))(jnp.full((3, 4), 0.25))
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(grad, np.zeros((3, 4)))
+
+
+def test_vmap_over_ensemble_members_and_over_batches():
+    compiled = _compiled("scce")[1]
+    rng = np.random.default_rng(5)
+    elements = [_draw("scce", seed)[0] for seed in range(3)]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *elements)
+    members = np.stack([_probs(rng, (BATCH, 5)) for _ in range(3)])
+
+    def total(element, p):
+        _, targets, weights = compiled.split(element)
+        return compiled.loss(targets, {"p": p}, weights).total
+
+    by_member = jax.vmap(lambda p: total(elements[0], p))(members)
+    by_batch = jax.vmap(total)(stacked, members)
+    for k in range(3):
+        np.testing.assert_allclose(by_member[k], total(elements[0], members[k]), rtol=RTOL)
+        np.testing.assert_allclose(by_batch[k], total(elements[k], members[k]), rtol=RTOL)
+
+
+def _groups_split() -> fs.SplitSpec:
+    spec = fs.ElementSpec.from_structure(
+        (fs.Leaf(tf.float32, (None, 3)), fs.Leaf(tf.int32, (None,)), fs.Leaf(tf.int32, (None, 4)))
+    )
+    return fs.SplitSpec(
+        spec,
+        inputs={"image": "0", "text": "2"},
+        losses=(
+            fs.LossBinding("label", "sparse_categorical_crossentropy", target="1", group="image"),
+            fs.LossBinding(
+                "text",
+                fs.losses.sequence_crossentropy(from_logits=True, pad_id=None),
+                target="2",
+                group="text",
+                weight=0.5,
+            ),
+        ),
+    )
+
+
+def test_groups_route_predictions_and_gradients_per_group():
+    compiled = fsj.compile(_groups_split())
+    rng = np.random.default_rng(0)
+    element = (
+        rng.normal(size=(5, 3)).astype(np.float32),
+        rng.integers(0, 3, 5),
+        rng.integers(0, 6, (5, 4)),
+    )
+    params = {
+        "image": jnp.asarray(rng.normal(size=(3, 3)), jnp.float32),
+        "text": jnp.asarray(rng.normal(size=(6, 6)), jnp.float32),
+    }
+
+    def predict(params, inputs):
+        return {
+            "image": jax.nn.softmax(inputs["image"] @ params["image"]),
+            "text": params["text"][inputs["text"]],
+        }
+
+    def loss(params, name=None):
+        inputs, targets, weights = compiled.split(element)
+        result = compiled.loss(targets, predict(params, inputs), weights)
+        return result.total if name is None else result.per_loss[name]
+
+    grads = jax.grad(loss)(params)
+    np.testing.assert_allclose(grads["image"], jax.grad(loss)(params, "label")["image"], rtol=RTOL)
+    np.testing.assert_allclose(
+        grads["text"], 0.5 * jax.grad(loss)(params, "text")["text"], rtol=RTOL
+    )
+    tx = fsj.group_optimizer(compiled, {"image": optax.sgd(0.1), "text": optax.sgd(0.0)})
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["image"], -0.1 * grads["image"], rtol=RTOL)
+    np.testing.assert_array_equal(updates["text"], np.zeros((6, 6)))
+
+
+def test_group_optimizer_names_mismatched_groups():
+    compiled = fsj.compile(_groups_split())
+    with pytest.raises(fs.SpecError, match=r"\['image', 'text'\]"):
+        fsj.group_optimizer(compiled, {"image": optax.sgd(0.1)})
+    tx = fsj.group_optimizer(compiled, {"image": optax.sgd(0.1), "text": optax.adam(0.1)})
+    with pytest.raises(fs.SpecError, match="keyed by the groups"):
+        tx.init({"image": jnp.ones(2), "txt": jnp.ones(2)})
+    ungrouped = fsj.compile(_user_split("mse"))
+    with pytest.raises(fs.SpecError, match="a split with groups"):
+        fsj.group_optimizer(ungrouped, {})
+
+
+def test_import_funcsplit_alone_does_not_import_funcsplit_jax():
+    import subprocess
+    import sys
+
+    code = "import sys, funcsplit; assert 'funcsplit.jax' not in sys.modules; funcsplit.jax.compile"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
