@@ -724,11 +724,3 @@ def test_group_optimizer_names_mismatched_groups():
     ungrouped = fsj.compile(_user_split("mse"))
     with pytest.raises(fs.SpecError, match="a split with groups"):
         fsj.group_optimizer(ungrouped, {})
-
-
-def test_import_funcsplit_alone_does_not_import_funcsplit_jax():
-    import subprocess
-    import sys
-
-    code = "import sys, funcsplit; assert 'funcsplit.jax' not in sys.modules; funcsplit.jax.compile"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
