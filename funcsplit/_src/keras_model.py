@@ -245,7 +245,10 @@ class RoutedModel(keras.Model):
         differentiates and sums across replicas.
         """
         del x, training
-        result = self.compiled_split.loss(y, y_pred, sample_weight or {})
+        # Inline in Keras's traced step: a nested tf.function's gradient makes XLA treat
+        # every input as a compile-time constant (a recompile per batch under jit_compile).
+        loss = self.compiled_split.loss.python_function
+        result = loss(y, y_pred, sample_weight or {})
         replicas = reduction.replicas_in_sync()
         for name, tracker in zip(self.compiled_split.names, self.binding_loss_trackers):
             value = reduction.global_sum(result.per_loss[name])

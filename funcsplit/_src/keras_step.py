@@ -166,7 +166,8 @@ def _step_function(compiled: CompiledSplit, models: dict, optimizers: dict):
                 predictions = {g: models[g](inputs[g], training=True) for g in groups}
             else:
                 predictions = models[None](inputs, training=True)
-            result = compiled.loss(targets, predictions, weights)
+            # Inline: a nested tf.function's gradient would make XLA recompile per batch.
+            result = compiled.loss.python_function(targets, predictions, weights)
             objective = result.total + _regularization(models)
         check_disjoint(models)
         variables = {g: list(m.trainable_variables) for g, m in models.items()}
