@@ -303,6 +303,11 @@ def test_routed_model_argument_errors():
     routed = fs.keras.RoutedModel(model, compiled)
     with pytest.raises(fs.SpecError, match="loss"):
         routed.compile(optimizer="sgd", loss="mse")
+    routed.compile(optimizer="sgd")
+    with pytest.raises(fs.SpecError, match=r"fit\(compiled\.apply\(ds\)\)"):
+        routed.fit(ds, epochs=1, verbose=0)  # the raw dataset, not compiled.apply(ds)
+    with pytest.raises(fs.SpecError, match=r"evaluate\(compiled\.apply\(ds\)\)"):
+        routed.evaluate(ds, verbose=0)
 
 
 # --- train_step ---------------------------------------------------------------------------

@@ -114,6 +114,32 @@ def _check_metrics(
     return out
 
 
+def _check_targets(compiled: CompiledSplit, y: Any) -> None:
+    if isinstance(y, Mapping) and all(name in y for name in compiled.names):
+        return
+    found = f"keys {sorted(y)}" if isinstance(y, Mapping) else f"y of type {type(y).__name__}"
+    raise SpecError.single(
+        "RoutedModel",
+        None,
+        f"targets keyed by the binding names {list(compiled.names)}",
+        found,
+        "fit / evaluate on compiled.apply(ds), which yields (inputs, targets, weights)",
+    )
+
+
+def _check_not_raw(compiled: CompiledSplit, data: Any, where: str) -> None:
+    if not isinstance(data, tf.data.Dataset):
+        return
+    if not compiled.spec.element.problems_with(data.element_spec, batched=True):
+        raise SpecError.single(
+            f"RoutedModel.{where}",
+            None,
+            "compiled.apply(ds): (inputs, targets, weights)",
+            "the raw dataset, whose elements the split has not split yet",
+            f"call {where}(compiled.apply(ds))",
+        )
+
+
 class RoutedModel(keras.Model):
     """A Keras model that runs ``model`` and takes its loss from a `CompiledSplit`.
 
@@ -208,6 +234,25 @@ class RoutedModel(keras.Model):
             break
         return super()._maybe_symbolic_build(data_batch=data_batch)
 
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Keras's ``fit``; refuses the raw dataset (pass ``compiled.apply(ds)``).
+
+        Raises:
+            SpecError: if ``x`` or ``validation_data`` is the dataset before `apply`.
+        """
+        _check_not_raw(self.compiled_split, x, "fit")
+        _check_not_raw(self.compiled_split, kwargs.get("validation_data"), "fit")
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Keras's ``evaluate``; refuses the raw dataset (pass ``compiled.apply(ds)``).
+
+        Raises:
+            SpecError: if ``x`` is the dataset before `apply`.
+        """
+        _check_not_raw(self.compiled_split, x, "evaluate")
+        return super().evaluate(x, *args, **kwargs)
+
     def compile(self, optimizer: Any = "rmsprop", **kwargs: Any) -> None:
         """Keras's ``compile`` without ``loss`` / ``loss_weights`` (the split gives the loss).
 
@@ -245,10 +290,11 @@ class RoutedModel(keras.Model):
         differentiates and sums across replicas.
         """
         del x, training
+        _check_targets(self.compiled_split, y)
         # Inline in Keras's traced step: a nested tf.function's gradient makes XLA treat
         # every input as a compile-time constant (a recompile per batch under jit_compile).
         loss = self.compiled_split.loss.python_function
-        result = loss(y, y_pred, sample_weight or {})
+        result = loss(y, y_pred, {} if sample_weight is None else sample_weight)
         replicas = reduction.replicas_in_sync()
         for name, tracker in zip(self.compiled_split.names, self.binding_loss_trackers):
             value = reduction.global_sum(result.per_loss[name])
@@ -266,7 +312,8 @@ class RoutedModel(keras.Model):
         """Updates compile and routed metrics per binding; returns all metric results."""
         del x
         if self._compile_metrics is not None or self.routed_metrics is not None:
-            y_true, outputs, weights = self._per_binding(y, y_pred, sample_weight or {})
+            extra = {} if sample_weight is None else sample_weight
+            y_true, outputs, weights = self._per_binding(y, y_pred, extra)
             if self._compile_metrics is not None:
                 self._compile_metrics.update_state(y_true, outputs, weights)
             if self.routed_metrics is not None:

@@ -8,6 +8,7 @@ optimizer.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -194,7 +195,18 @@ def _build(models: dict, optimizers: dict, inputs: Any = None) -> None:
     for optimizer in {id(o): o for o in optimizers.values()}.values():
         owners = [g for g, o in optimizers.items() if o is optimizer]
         if not optimizer.built and all(models[g].built for g in owners):
-            optimizer.build([v for g in owners for v in models[g].trainable_variables])
+            variables = [v for g in owners for v in models[g].trainable_variables]
+            with _scope_of(variables):
+                optimizer.build(variables)
+
+
+def _scope_of(variables: list) -> Any:
+    """The scope of the `tf.distribute` strategy that made ``variables`` (mirrored slots)."""
+    for variable in variables:
+        strategy = getattr(getattr(variable, "value", None), "distribute_strategy", None)
+        if strategy is not None:
+            return strategy.scope()
+    return contextlib.nullcontext()
 
 
 class _BuildThenTrace:
@@ -269,9 +281,9 @@ def train_step(
     dimension ``None``), so it traces once; inside ``strategy.run`` with several replicas it
     runs inline in the caller's trace (the loss's cross-replica sums need that), where the
     replicas' losses sum to the global one and the optimizers sum the replicas' gradients.
-    There, create built models (e.g. functional) and their optimizers under
-    ``strategy.scope()`` and call `train_step` there too: it builds the optimizers up front,
-    as variables cannot be created inside ``strategy.run``.
+    There, create built models (e.g. functional) under ``strategy.scope()``: `train_step`
+    builds the optimizers up front, under the models' strategy, as variables cannot be
+    created inside ``strategy.run``.
 
     Args:
         compiled: the `CompiledSplit`.
