@@ -72,7 +72,7 @@ def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
 
 
 def main(steps: int | None = None, n: int = 100) -> list[tuple[float, float]]:
-    """Trains both models; returns the (image loss, text loss) of each step."""
+    """Trains both models on ``n`` examples; returns the (image loss, text loss) of each step."""
     keras.utils.set_random_seed(0)
     dataset = make_dataset(n)
     compiled = fs.compile(make_split(dataset))

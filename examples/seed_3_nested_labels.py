@@ -71,7 +71,7 @@ def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
 
 
 def main(epochs: int = 1, n: int = 100) -> dict[str, list[float]]:
-    """Trains with Keras ``fit`` through `funcsplit.keras.RoutedModel`; returns the history."""
+    """Trains on ``n`` examples with ``fs.keras.RoutedModel(...).fit``; returns the logs."""
     keras.utils.set_random_seed(0)
     dataset = make_dataset(n)
     compiled = fs.compile(make_split(dataset))
