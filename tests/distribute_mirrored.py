@@ -177,7 +177,12 @@ def section_routed_model(strategy):
             routed.model.set_weights(init)
             routed.compile(optimizer=keras.optimizers.SGD(0.2))
         history = routed.fit(compiled.apply(ds), epochs=2, verbose=0)
-        out[where] = {"weights": routed.model.get_weights(), "history": history.history}
+        evaluated = routed.evaluate(compiled.apply(ds), return_dict=True, verbose=0)
+        out[where] = {
+            "weights": routed.model.get_weights(),
+            "history": history.history,
+            "evaluate": evaluated,
+        }
     return out
 
 

@@ -319,6 +319,9 @@ def test_routed_model_fit_under_strategy_matches_one_device(runs):
     assert "label_loss" in single["history"] and "loss" in single["history"]
     for key, values in single["history"].items():
         assert_close(mirrored["history"][key], values)
+    assert sorted(single["evaluate"]) == sorted(single["history"])
+    for key, value in single["evaluate"].items():
+        assert_close(mirrored["evaluate"][key], value)
 
 
 def test_train_step_with_groups_under_strategy_matches_one_device(runs):
