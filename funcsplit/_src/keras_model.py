@@ -159,6 +159,12 @@ class RoutedModel(keras.Model):
     Saving: save the inner model, ``routed.model.save("model.keras")``; it reloads with
     ``keras.models.load_model`` for inference without funcsplit. ``routed.save`` raises.
 
+    Distribution and XLA: build and compile under ``strategy.scope()`` as usual. Each
+    replica's loss is its share of the global loss (funcsplit's global denominators), not
+    divided again by the number of replicas as Keras's own losses are; the logs show global
+    values. ``compile(jit_compile=True)`` and ``False`` both work (the loss is traced inline
+    into Keras's step).
+
     Args:
         model: any Keras model (functional, sequential or subclassed) whose outputs the
             bindings' ``output`` paths address.

@@ -223,7 +223,8 @@ def reduce_binding(
     weight = None if mask is None else tf.cast(mask, _FLOAT)
     if "sample_weight" in extra:
         sample = tf.reshape(tf.cast(extra["sample_weight"], _FLOAT), [-1])
-        weight = sample if weight is None else weight * sample
+        # no_nan: a NaN sample weight of a routed-away example must not leak into Σ w.
+        weight = sample if weight is None else tf.math.multiply_no_nan(sample, weight)
     if bound.binding.class_weight:
         classes = _class_weights(bound, y_true)
         weight = classes if weight is None else weight * classes

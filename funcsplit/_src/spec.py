@@ -351,7 +351,10 @@ class ElementSpec:
 
 def _leaf_mismatch(keys: tuple, mine: Leaf, theirs: Leaf, batched: bool) -> Problem | None:
     expected_shape = mine.shape if batched else mine.shape[1:]
-    expected = mine.with_shape(expected_shape)
+    if mine.kind == "ragged" and len(expected_shape) < 2:  # one example of a [B, None] leaf
+        expected = attrs.evolve(mine, shape=expected_shape, kind="dense", ragged_rank=None)
+    else:
+        expected = mine.with_shape(expected_shape)
     where = "dataset (batched)" if batched else "dataset (unbatched)"
     fix = "cast or reshape it in a map before funcsplit, or fix the spec"
     if theirs.dtype != mine.dtype:
