@@ -270,13 +270,14 @@ def test_output_structures(name):
     assert not np.allclose(_heads(model(batch["x"]))[0], a_out)  # it trained
 
 
-def test_predict_and_saved_inner_model_need_no_funcsplit(tmp_path):
+def test_validation_predict_and_saved_inner_model_need_no_funcsplit(tmp_path):
     ds = _multitask_dataset()
     compiled = _multitask_split(ds)
     keras.utils.set_random_seed(0)
     routed = fs.keras.RoutedModel(_multitask_model(), compiled)
     routed.compile(optimizer="sgd")
-    routed.fit(compiled.apply(ds), epochs=1, verbose=0)
+    history = routed.fit(compiled.apply(ds), validation_data=compiled.apply(ds), verbose=0)
+    assert {"val_loss", "val_cls_loss", "val_reg_loss"} <= set(history.history)
     predicted = routed.predict(compiled.apply(ds), verbose=0)
     path = tmp_path / "model.keras"
     routed.model.save(path)
