@@ -110,7 +110,7 @@ def test_leaves_respect_kind_rank_and_dtype(leaf):
 def test_drawn_keys_include_slashes_digits_and_unicode():
     keys = set()
 
-    @settings(max_examples=300, database=None)
+    @settings(max_examples=300, database=None, derandomize=True)
     @given(fst.dict_keys())
     def collect(key):
         keys.add(key)
@@ -171,7 +171,7 @@ def test_elements_reach_the_extremes():
     spec = fs.ElementSpec.from_structure({"i": fs.Leaf(tf.int32), "s": fs.Leaf(tf.string)})
     seen = {"negative": False, "extreme": False, "empty string": False}
 
-    @settings(max_examples=100, database=None)
+    @settings(max_examples=200, database=None, derandomize=True)  # not flaky
     @given(fst.elements(spec, batch_size=4))
     def collect(element):
         ints = element["i"].numpy()
