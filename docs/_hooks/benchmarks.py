@@ -20,7 +20,8 @@ MARKER = "<!-- benchmark-results -->"
 PREFIX = "benchmark-results"
 MISSING = """!!! note "No results yet"
     `benchmarks/results/results.md` is not in this checkout, so there is nothing to show
-    here yet. Run the benchmarks (see `benchmarks/`) to produce it, then rebuild the site.
+    here yet. Run `python benchmarks/run.py --out benchmarks/results` (tens of minutes on two
+    cores; `--quick` takes a few), then rebuild the site.
 """
 # Markdown links and images whose target is relative: [text](target) / ![alt](target).
 LINK = re.compile(r"(!?\[[^\]]*\]\()(?!https?://|/|#|mailto:)([^)\s]+)(\))")
@@ -56,14 +57,12 @@ def _rewrite(text: str) -> str:
     return LINK.sub(fix, text)
 
 
-def _nest_headings(text: str) -> str:
-    """Moves every heading one level down (under the page's title), outside code fences."""
-    out, fenced = [], False
-    for line in text.splitlines():
-        if line.lstrip().startswith(("```", "~~~")):
-            fenced = not fenced
-        out.append("#" + line if not fenced and re.match(r"#+ ", line) else line)
-    return "\n".join(out) + "\n"
+def _without_title(text: str) -> str:
+    """The results without their own ``# title`` line (the page has its title)."""
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines) + "\n"
 
 
 def on_page_markdown(markdown, page, config, files):
@@ -72,7 +71,7 @@ def on_page_markdown(markdown, page, config, files):
         return markdown
     if RESULTS_PAGE.exists():
         body = _rewrite(RESULTS_PAGE.read_text())
-        body = _nest_headings(body)
+        body = _without_title(body)
     else:
         body = MISSING
     return markdown.replace(MARKER, body)
