@@ -29,6 +29,11 @@ Limits (what JAX cannot carry, and what jit cannot do):
   `SpecError` under jit. Without a route a scalar loss is computed over the whole batch.
 * A routed sparse label out of range gives a NaN loss (TensorFlow raises; jit cannot).
   Routed-away labels never reach the loss: they are replaced by zeros first.
+* JAX narrows 64-bit leaves to 32 bits unless ``jax_enable_x64`` is set: a route on an int64
+  or float64 leaf then compares 32-bit values (a route value outside the 32-bit range is a
+  `SpecError` at compile time; data values that differ only beyond float32 precision, or
+  int64 ids beyond the int32 range, may route differently than in TensorFlow). Losses and
+  weights are computed in float32 either way, as in TensorFlow.
 * Registry losses compute in float32, as Keras's losses do; Keras's trick of reading the
   logits behind a softmax layer's output does not exist here: pass ``from_logits=True``.
 """
@@ -128,6 +133,40 @@ def _jax_problems(plan: Plan) -> list[Problem]:
                     f"a {leaf.describe()} leaf used as {', '.join(used)}",
                     "pad ragged leaves to dense (padded_batch, .to_tensor()), map strings to ids, "
                     "or drop the leaf",
+                )
+            )
+    return problems + _route_value_problems(plan)
+
+
+def _route_value_problems(plan: Plan) -> list[Problem]:
+    """Route values that the leaf's JAX dtype cannot hold (64-bit leaves narrowed to 32 bits)."""
+    import jax
+    import numpy as np
+
+    problems = []
+    for bound in plan.losses:
+        route = bound.route
+        leaf = plan.split.element[route.path] if route is not None else None
+        if leaf is None or route.op == "truthy" or leaf.dtype in (tf.string, tf.bool):
+            continue
+        dtype = jax.dtypes.canonicalize_dtype(leaf.dtype.as_numpy_dtype)
+        values = route.value if route.op == "one_of" else (route.value,)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            bad = [v for v in values if not info.min <= v <= info.max]
+        else:
+            info = np.finfo(dtype)
+            bad = [v for v in values if abs(v) > info.max or 0 < abs(v) < info.tiny]
+        if bad:
+            problems.append(
+                Problem(
+                    f"funcsplit.jax route of {bound.name!r}",
+                    str(route.path),
+                    f"route values that a {dtype.name} array holds (JAX narrows "
+                    f"{leaf.dtype.name} to {dtype.name} unless jax_enable_x64 is set)",
+                    ", ".join(repr(v) for v in bad),
+                    "enable 64-bit types (jax.config.update('jax_enable_x64', True)) or route "
+                    "on values within the 32-bit range",
                 )
             )
     return problems
