@@ -294,3 +294,44 @@ class TestDescribeAndPurity:
 
         assert cli.main(["describe", "funcsplit._src.examples_for_cli:split"]) == 0
         assert "target of label" in capsys.readouterr().out
+
+
+class TestInsideTraces:
+    def test_split_and_loss_join_the_callers_trace(self):
+        compiled = fs.compile(split_spec(inputs="image"))
+
+        @tf.function
+        def step(el):
+            _, targets, weights = compiled.split(el)
+            preds = {
+                "category_1": tf.nn.softmax(tf.ones((tf.shape(el["task"])[0], 3))),
+                "category_2": tf.nn.softmax(tf.ones((tf.shape(el["task"])[0], 3))),
+                "mask": tf.fill(tf.shape(el["mask"]), 0.5),
+            }
+            return compiled.loss(targets, preds, weights).total
+
+        graph = step.get_concrete_function(element(3)).graph
+        # inline: no nested function call ops from funcsplit in the caller's graph
+        assert not [op for op in graph.get_operations() if op.type == "StatefulPartitionedCall"]
+        assert compiled.split.experimental_get_tracing_count() == 0
+        assert np.isfinite(step(element(3)).numpy())
+
+    def test_a_wrong_element_inside_a_trace_names_the_path(self):
+        compiled = fs.compile(split_spec())
+        el = element()
+        del el["label_dict"]["category_2"]
+        with pytest.raises(fs.SpecError) as info:
+            tf.function(compiled.split)(el)
+        assert info.value.paths == ("label_dict/category_2",)
+
+    def test_errors_in_a_users_autograph_function_stay_spec_errors(self):
+        compiled = fs.compile(split_spec(inputs="image"))
+
+        @tf.function
+        def step(el):
+            _, targets, weights = compiled.split(el)
+            return compiled.loss(targets, {"category_1": el["image"]}, weights).total
+
+        with pytest.raises(fs.SpecError) as info:
+            step(element())
+        assert "did you mean" in str(info.value) or info.value.paths

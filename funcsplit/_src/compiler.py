@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from funcsplit._src import reduction
 from funcsplit._src import structure
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.plan import Plan
 from funcsplit._src.plan import resolve
@@ -21,11 +23,13 @@ from funcsplit._src.plan import resolve
 class TracedFunction:
     """A pure function and its `tf.function`, with a check of bad calls.
 
-    Called normally it runs the traced function. Inside a `tf.distribute` replica context
-    with several replicas it runs the Python function inline (a cross-replica sum cannot live
-    in a nested `tf.function`), so it joins the caller's trace. When the traced call fails on
-    a structure mismatch, the arguments are compared with the spec and a `SpecError` names the
-    paths.
+    Called eagerly it runs the traced function. Called while a `tf.function` (or a
+    ``dataset.map``) is being traced, or inside a `tf.distribute` replica context with several
+    replicas, it runs the Python function inline, so it joins the caller's trace: a nested
+    `tf.function` would hide the batch dimension from XLA (which then recompiles for every
+    batch) and cannot hold a cross-replica sum. Inline, the arguments are checked against the
+    spec first (once per trace, in Python); when the traced call fails on a structure mismatch,
+    they are compared with the spec too, and a `SpecError` names the paths.
     """
 
     def __init__(
@@ -38,15 +42,18 @@ class TracedFunction:
         self._traced = traced
         self._diagnose = diagnose
 
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, *args: Any) -> Any:
-        if reduction.replicas_in_sync() > 1:
+        if tf.inside_function() or reduction.replicas_in_sync() > 1:
+            if self._diagnose is not None:
+                raise_if_any(self._diagnose(*args, batched=None))
             return self.python_function(*args)
         try:
             return self._traced(*args)
         except (TypeError, ValueError) as error:
             if isinstance(error, SpecError) or self._diagnose is None:
                 raise
-            problems = self._diagnose(*args)
+            problems = self._diagnose(*args, batched=True)
             if problems:
                 raise SpecError(problems) from error
             raise
@@ -79,7 +86,7 @@ def _split_function(plan: Plan) -> Callable[[Any], tuple[Any, dict, dict]]:
     return split
 
 
-def _element_problems(plan: Plan, element: Any) -> list:
+def _element_problems(plan: Plan, element: Any, *, batched: bool | None) -> list:
     def spec_of(value: Any) -> Any:
         if isinstance(value, tf.TypeSpec):
             return value
@@ -91,7 +98,7 @@ def _element_problems(plan: Plan, element: Any) -> list:
         )
     except (TypeError, ValueError):
         return []
-    return plan.split.element.problems_with(found, batched=True)
+    return plan.split.element.problems_with(found, batched=batched)
 
 
 @attrs.frozen(eq=False)
@@ -104,7 +111,7 @@ class CompiledSplit:
         split: ``split(element) -> (inputs, targets, weights)``, a `tf.function` with an
             input signature from the spec (batch dimension ``None``): it traces once.
         loss: ``loss(targets, predictions, weights) -> LossResult``, traced (at most twice:
-            ``reduce_retracing``), or run inline in a multi-replica context.
+            ``reduce_retracing``), or run inline inside another trace or a multi-replica context.
 
     Examples:
         >>> import funcsplit as fs, tensorflow as tf
@@ -199,8 +206,6 @@ def compile(split: SplitSpec) -> CompiledSplit:  # noqa: A001 - the public contr
     return CompiledSplit(
         spec=split,
         plan=plan,
-        split=TracedFunction(
-            split_fn, traced_split, lambda element: _element_problems(plan, element)
-        ),
+        split=TracedFunction(split_fn, traced_split, functools.partial(_element_problems, plan)),
         loss=TracedFunction(loss_fn, traced_loss),
     )

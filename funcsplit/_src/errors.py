@@ -61,6 +61,9 @@ class SpecError(ValueError):
         if isinstance(problems, str):
             problems = (Problem(where="", path=None, expected="", found=problems),)
         self.problems: tuple[Problem, ...] = tuple(problems)
+        # Raised while AutoGraph converts a caller (Keras fit, a user's tf.function), the
+        # error would come out as a StagingError; this attribute makes AutoGraph let it pass.
+        self.ag_pass_through = True
         super().__init__(self._render())
 
     @classmethod
