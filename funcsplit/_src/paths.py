@@ -169,6 +169,18 @@ def _string_matches(node: Any, rest: str, prefix: tuple[Key, ...]) -> list[tuple
     """Every way ``rest`` (an 'a/b' string) names a node below ``node``."""
     found = []
     if isinstance(node, Mapping):
+        # Fast path (a dict of many keys, e.g. one per binding): the only keys that can match
+        # are ``rest`` and its prefixes ending before a "/". When exactly one of them is a str
+        # key, no other key can match: a dict that mixes str and other keys is not a valid
+        # structure (tf.nest sorts dict keys). Otherwise (non-str keys, several candidates, no
+        # match) every key is compared, as below.
+        cuts = [i for i, c in enumerate(rest) if c == "/"]
+        hits = [text for text in (*(rest[:i] for i in cuts), rest) if text in node]
+        if len(hits) == 1 and isinstance(next(iter(node), None), str):
+            key = hits[0]
+            if key == rest:
+                return [(*prefix, key)]
+            return _string_matches(node[key], rest[len(key) + 1 :], (*prefix, key))
         for key in node:
             text = str(key)
             if rest == text:

@@ -61,19 +61,21 @@ def global_sum(value: tf.Tensor) -> tf.Tensor:
 
 def route_mask(route: Any, leaf: tf.Tensor) -> tf.Tensor:
     """The boolean ``[B]`` mask of the examples a route sends to its loss."""
-    leaf = tf.reshape(leaf, [-1])
+    if leaf.shape.rank != 1:
+        leaf = tf.reshape(leaf, [-1])
     if route.op == "truthy":
         return leaf if leaf.dtype == tf.bool else tf.not_equal(leaf, tf.zeros_like(leaf))
-    values = route.value if route.op == "one_of" else (route.value,)
-    constants = tf.constant(values, dtype=leaf.dtype)
     if route.op == "one_of":
+        constants = tf.constant(route.value, dtype=leaf.dtype)
         return tf.reduce_any(tf.equal(leaf[:, None], constants[None, :]), axis=1)
-    equal = tf.equal(leaf, constants[0])
+    equal = tf.equal(leaf, tf.constant(route.value, dtype=leaf.dtype))
     return equal if route.op == "equals" else tf.logical_not(equal)
 
 
 def _broadcast_mask(mask: tf.Tensor, rank: int) -> tf.Tensor:
-    return tf.reshape(mask, tf.concat([[-1], tf.ones([max(rank - 1, 0)], tf.int32)], 0))
+    if rank == 1:
+        return mask
+    return tf.reshape(mask, [-1] + [1] * max(rank - 1, 0))
 
 
 def _safe_leaf(value: Any, mask: tf.Tensor) -> Any:
@@ -82,11 +84,16 @@ def _safe_leaf(value: Any, mask: tf.Tensor) -> Any:
         for rowids in value.nested_value_rowids():
             flat_mask = tf.gather(flat_mask, rowids)
         flat = value.flat_values
-        safe = tf.where(_broadcast_mask(flat_mask, flat.shape.rank), flat, tf.zeros_like(flat))
+        safe = tf.where(_broadcast_mask(flat_mask, flat.shape.rank), flat, _zero(flat.dtype))
         return value.with_flat_values(safe)
     if isinstance(value, tf.SparseTensor) or value.dtype == tf.string:
         return value
-    return tf.where(_broadcast_mask(mask, value.shape.rank), value, tf.zeros_like(value))
+    return tf.where(_broadcast_mask(mask, value.shape.rank), value, _zero(value.dtype))
+
+
+def _zero(dtype: tf.DType) -> tf.Tensor:
+    """A scalar zero that `tf.where` broadcasts (a constant, not a ``zeros_like`` op)."""
+    return tf.zeros([], dtype)
 
 
 def safe_targets(y_true: Any, mask: tf.Tensor) -> Any:
@@ -219,28 +226,42 @@ def reduce_binding(
     if values.shape.rank == 0:
         return _batch_level(bound, y_true, y_pred, mask, builtin=None, full=values)
     values = _per_example(bound, values, y_pred)
-    batch = tf.shape(values)[0]
-    weight = None if mask is None else tf.cast(mask, _FLOAT)
+
+    def batch() -> tf.Tensor:  # values are [B]: one Size op, built only where needed
+        return tf.size(values, out_type=tf.int32)
+
+    weight = None
     if "sample_weight" in extra:
-        sample = tf.reshape(tf.cast(extra["sample_weight"], _FLOAT), [-1])
-        # no_nan: a NaN sample weight of a routed-away example must not leak into Σ w.
-        weight = sample if weight is None else tf.math.multiply_no_nan(sample, weight)
+        weight = tf.reshape(tf.cast(extra["sample_weight"], _FLOAT), [-1])
     if bound.binding.class_weight:
         classes = _class_weights(bound, y_true)
         weight = classes if weight is None else weight * classes
-    if weight is None:
+    if mask is None:
+        count = batch()
+    if weight is None and mask is None:
         numerator = tf.reduce_sum(values)
-        denominator = tf.cast(batch, _FLOAT)
+        denominator = tf.cast(count, _FLOAT)
+    elif weight is None:
+        # multiply_no_nan: a routed-away example adds 0 even when its value is NaN or inf;
+        # one op (as a hand-written ``values * mask``) where a select costs more to derive.
+        routed = tf.cast(mask, _FLOAT)
+        numerator = tf.reduce_sum(tf.math.multiply_no_nan(values, routed))
+        denominator = tf.reduce_sum(routed)
+        count = tf.cast(denominator, tf.int32)
     else:
+        if mask is not None:
+            # no_nan: a NaN sample weight of a routed-away example must not leak into Σ w
+            # (tests/test_properties_losses.py::test_regression_a_nan_sample_weight_...).
+            weight = tf.math.multiply_no_nan(weight, tf.cast(mask, _FLOAT))
+            count = tf.reduce_sum(tf.cast(mask, tf.int32))
         weighted = values * weight
         if mask is not None:
-            weighted = tf.where(mask, weighted, tf.zeros_like(weighted))
+            weighted = tf.where(mask, weighted, _zero(_FLOAT))
         numerator = tf.reduce_sum(weighted)
         denominator = tf.reduce_sum(weight)
     if bound.binding.reduction == "sum_over_batch_size":
-        denominator = tf.cast(batch, _FLOAT)
+        denominator = tf.cast(batch(), _FLOAT)
     value = tf.math.divide_no_nan(numerator, global_sum(denominator))
-    count = batch if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32))
     return value, count
 
 
@@ -312,7 +333,8 @@ def loss_function(plan: Plan):
             value, count = reduce_binding(bound, targets[bound.name], y_pred, extra)
             per_loss[bound.name] = value
             counts[bound.name] = count
-            total = total + bound.binding.weight * value
+            weighted = value if bound.binding.weight == 1.0 else bound.binding.weight * value
+            total = total + weighted
         return LossResult(total, per_loss, counts)
 
     return loss
