@@ -1,0 +1,125 @@
+"""Case 2: a training step on the seed's Example 2, hand-written beside funcsplit.
+
+Custom loop (baseline: the seed's hand-written ``@tf.function`` step): the same step taking its
+loss from ``compiled.loss``, and ``fs.keras.train_step``. Keras ``fit`` (baseline:
+``compile(loss={"label": ..., "mask": ...})`` + ``fit``): ``RoutedModel.fit``. Each at the
+seed's size and at a tiny size (where overhead shows), with and without ``jit_compile``. Every
+variant trains its own copy of the model (same starting weights) with its own Adam.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+import funcsplit as fs
+from benchmarks import harness
+from benchmarks.cases import seed2
+
+CASE = "training"
+SIZES = {
+    "tiny": {"sizes": ("tiny",), "jit": (False,), "steps": 2, "rounds": 1, "warmup": 1},
+    "quick": {
+        "sizes": ("small", "tiny"),
+        "jit": (False, True),
+        "steps": 10,
+        "rounds": 5,
+        "warmup": 2,
+    },
+    "full": {
+        "sizes": ("small", "tiny"),
+        "jit": (False, True),
+        "steps": 10,
+        "rounds": 15,
+        "warmup": 2,
+    },
+}
+
+
+def _loss_step(compiled: fs.CompiledSplit, model: keras.Model, optimizer, jit_compile: bool):
+    """The seed's step with its loss code replaced by ``compiled.loss``."""
+
+    def step(element):
+        inputs, targets, weights = element
+        with tf.GradientTape() as tape:
+            outputs = model(inputs, training=True)
+            result = compiled.loss(targets, outputs, weights)
+        gradients = tape.gradient(result.total, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return result
+
+    return tf.function(step, jit_compile=jit_compile)
+
+
+def _loop(step, elements, last):
+    def run():
+        out = None
+        for element in elements:
+            out = step(element)
+        return float(last(out))
+
+    return run
+
+
+def custom_loop(size: str, jit: bool, steps: int, rounds: int, warmup: int) -> list[dict]:
+    """Hand-written step vs ``compiled.loss`` in the same step vs ``fs.keras.train_step``."""
+    batch = seed2.SIZES[size]["batch"]
+    ds = seed2.make_dataset(size, steps * batch)
+    compiled = fs.compile(seed2.make_split(ds))
+    raw = list(ds)
+    split = [compiled.split(b) for b in raw]
+    models = [seed2.make_model(size) for _ in range(3)]
+    seed2.copy_weights(models[0], *models[1:])
+    optimizers = [keras.optimizers.Adam(1e-3) for _ in range(3)]
+    for model, optimizer in zip(models, optimizers):
+        seed2.built(model, optimizer, ds)
+    hand = seed2.seed_train_step(models[0], optimizers[0], jit_compile=jit)
+    loss_step = _loss_step(compiled, models[1], optimizers[1], jit)
+    train_step = fs.keras.train_step(compiled, models[2], optimizers[2], jit_compile=jit)
+    runs = {
+        "handwritten_step": _loop(hand, raw, lambda out: out[0]),
+        "funcsplit_loss": _loop(loss_step, split, lambda out: out.total),
+        "funcsplit_train_step": _loop(train_step, split, lambda out: out.total),
+    }
+    times = harness.interleaved(runs, rounds=rounds, warmup=warmup)
+    config = f"{size}, {'xla' if jit else 'no xla'}, custom loop"
+    baselines = {k: "handwritten_step" for k in runs}
+    return harness.rows(CASE, config, times, baselines, steps=steps, batch=batch)
+
+
+def fit(size: str, jit: bool, steps: int, rounds: int, warmup: int) -> list[dict]:
+    """Keras ``compile(loss={...})`` + ``fit`` vs ``RoutedModel.fit``, one epoch per run."""
+    batch = seed2.SIZES[size]["batch"]
+    ds = seed2.make_dataset(size, steps * batch)
+    compiled = fs.compile(seed2.make_split(ds))
+    keras_model, inner = seed2.make_model(size), seed2.make_model(size)
+    seed2.copy_weights(keras_model, inner)
+    keras_model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss={"label": keras.losses.SparseCategoricalCrossentropy(), "mask": keras.losses.Dice()},
+        jit_compile=jit,
+    )
+    keras_ds = ds.map(lambda e: (e["image"], {"label": e["label"], "mask": e["mask"]}))
+    routed = fs.keras.RoutedModel(inner, compiled)
+    routed.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+    routed_ds = compiled.apply(ds)
+    runs = {
+        "keras_fit": lambda: keras_model.fit(keras_ds, epochs=1, verbose=0),
+        "funcsplit_routed_fit": lambda: routed.fit(routed_ds, epochs=1, verbose=0),
+    }
+    times = harness.interleaved(runs, rounds=rounds, warmup=warmup)
+    config = f"{size}, {'xla' if jit else 'no xla'}, fit"
+    baselines = {k: "keras_fit" for k in runs}
+    return harness.rows(CASE, config, times, baselines, steps=steps, batch=batch)
+
+
+def run(mode: str) -> list[dict]:
+    """Both comparisons for every size and XLA setting of the mode."""
+    size = SIZES[mode]
+    out = []
+    for model_size in size["sizes"]:
+        for jit in size["jit"]:
+            args = (model_size, jit, size["steps"], size["rounds"], size["warmup"])
+            out += custom_loop(*args)
+            out += fit(*args)
+    return out

@@ -1,0 +1,71 @@
+"""Smoke test of the benchmarks: ``benchmarks/run.py --tiny`` runs every case and writes its files.
+
+No timing is asserted (speed is measured, not tested): only that every case ran, that
+``results.json`` has the documented schema, and that the markdown table and plots exist.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CASES = {"pipeline", "training", "routing", "scale", "retracing"}
+ROW_KEYS = {
+    "case",
+    "variant",
+    "baseline",
+    "median_s",
+    "min_s",
+    "max_s",
+    "runs",
+    "ratio_to_baseline",
+}
+MACHINE_KEYS = {"cpu", "cores", "python", "tensorflow", "keras"}
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("benchmarks")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--tiny", "--out", str(folder)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return folder
+
+
+def test_results_json_schema(out):
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["machine"]) >= MACHINE_KEYS
+    rows = results["cases"]
+    assert {r["case"] for r in rows} == CASES
+    for r in rows:
+        assert set(r) >= ROW_KEYS, sorted(ROW_KEYS - set(r))
+        assert r["runs"] >= 1
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+        if r["baseline"] is not None:
+            assert r["ratio_to_baseline"] > 0
+            assert any(b["variant"] == r["baseline"] and b["config"] == r["config"] for b in rows)
+
+
+def test_every_case_compares_funcsplit_with_a_handwritten_baseline(out):
+    rows = json.loads((out / "results.json").read_text())["cases"]
+    for case in CASES:
+        compared = [
+            r
+            for r in rows
+            if r["case"] == case and r["variant"].startswith("funcsplit") and r["baseline"]
+        ]
+        assert compared, case
+        assert all(not r["baseline"].startswith("funcsplit") for r in compared)
+
+
+def test_markdown_and_plots_written(out):
+    text = (out / "results.md").read_text()
+    assert "| config | variant | baseline |" in text
+    for name in ("ratios.png", "pipeline.png", "routing.png", "scale.png", "retracing.png"):
+        assert (out / name).stat().st_size > 1000, name
+        assert f"({name})" in text, name
