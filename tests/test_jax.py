@@ -724,3 +724,24 @@ def test_group_optimizer_names_mismatched_groups():
     ungrouped = fsj.compile(_user_split("mse"))
     with pytest.raises(fs.SpecError, match="a split with groups"):
         fsj.group_optimizer(ungrouped, {})
+
+
+@pytest.mark.parametrize(
+    ("dtype", "route"),
+    [
+        (tf.int64, fs.route("id", equals=2**40)),
+        (tf.float64, fs.route("id", one_of=(1.0, 1e-300))),
+    ],
+)
+def test_route_values_outside_the_jax_dtype_are_named(dtype, route):
+    spec = fs.ElementSpec.from_structure(
+        {"y": fs.Leaf(tf.float32, (None, 1)), "id": fs.Leaf(dtype, (None,))}
+    )
+    split = fs.SplitSpec(
+        spec, inputs="y", losses=(fs.LossBinding("y", "mse", target="y", route=route),)
+    )
+    with jax.enable_x64(True) if hasattr(jax, "enable_x64") else jax.experimental.enable_x64():
+        fsj.compile(split)  # 64-bit types on: the values fit
+    with pytest.raises(fs.SpecError, match="jax_enable_x64") as info:
+        fsj.compile(split)
+    assert info.value.paths == ("id",)

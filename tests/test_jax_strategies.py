@@ -75,7 +75,8 @@ def _narrowing_keeps(value) -> bool:
 @given(data=st.data(), x64=st.booleans())
 def test_public_strategies_parity(data, x64):
     """With 64-bit types on, exact; off, for elements whose route leaves survive narrowing."""
-    enable_x64 = getattr(jax, "enable_x64", None) or jax.experimental.enable_x64  # jax < 0.7
+    # jax.enable_x64 since jax 0.7; jax.experimental.enable_x64 before
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
     with enable_x64(x64):
         _check_parity(data, x64)
 

@@ -180,8 +180,23 @@ def registry_loss(loss: str | losses_lib.BuiltinLoss) -> Callable[..., jax.Array
 
     ``dice`` also takes ``mask=`` (a ``[B]`` bool array: the examples it is computed over).
 
+    Args:
+        loss: a registry name (``"huber"``) or a `funcsplit.losses` value with its options.
+
+    Returns:
+        A JAX function ``fn(y_true, y_pred)`` of Keras's unreduced math: ``[B]`` values for
+        the per-example losses, one scalar for ``dice``.
+
     Raises:
         SpecError: for an unknown registry name.
+
+    Examples:
+        >>> import numpy as np, funcsplit as fs, funcsplit.jax as fsj
+        >>> fsj.registry_loss("mse")(np.zeros((2, 2)), np.ones((2, 2))).tolist()
+        [1.0, 1.0]
+        >>> huber = fsj.registry_loss(fs.losses.huber(delta=0.5))
+        >>> [round(v, 4) for v in huber(np.zeros((1, 1)), np.full((1, 1), 2.0)).tolist()]
+        [0.875]
     """
     builtin = losses_lib.as_loss(loss)
     impl = _IMPL[builtin.name]
