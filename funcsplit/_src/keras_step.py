@@ -323,5 +323,5 @@ def train_step(
     return TracedFunction(
         step,
         _BuildThenTrace(traced, models, optimizers, expected),
-        lambda element: _element_problems(expected, element),
+        lambda element, batched=None: _element_problems(expected, element),
     )
