@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import distribute_common as common
@@ -83,14 +84,19 @@ class _Runs:
 
     def _wait(self, kind: str) -> list[dict]:
         if kind not in self._results:
+            procs = self._procs[kind]
+            deadline = time.monotonic() + TIMEOUT_S
+            # a worker that fails leaves its peer waiting for it: stop them all then
+            while time.monotonic() < deadline and any(p.poll() is None for p, _, _ in procs):
+                if any(p.poll() not in (None, 0) for p, _, _ in procs):
+                    break
+                time.sleep(0.2)
             results = []
-            for proc, out, log in self._procs[kind]:
-                try:
-                    proc.wait(timeout=TIMEOUT_S)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                    log.close()
+            for proc, out, log in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                log.close()
                 text = Path(log.name).read_text()[-4000:]
                 assert proc.returncode == 0 and out.exists(), f"{kind} failed:\n{text}"
                 results.append(json.loads(out.read_text()))
