@@ -47,6 +47,14 @@ from typing import Any
 
 import attrs
 
+try:
+    import jax  # noqa: F401 - checked here for a clear message; used by funcsplit._src.jax_*
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        f"funcsplit.jax needs JAX and optax: pip install 'funcsplit[jax]' ({error})",
+        name=error.name,
+    ) from error
+
 from funcsplit._src import describe as describe_lib
 from funcsplit._src import jax_losses
 from funcsplit._src import jax_reduction

@@ -584,6 +584,23 @@ def _abs_mean(y_true, y_pred):
     return jnp.mean(jnp.abs(y_true - y_pred))
 
 
+def test_user_scalar_loss_without_route_is_computed_over_the_whole_batch():
+    spec = fs.ElementSpec.from_structure({"y": fs.Leaf(tf.float32, (None, 2))})
+    python_float = lambda y_true, y_pred: 0.25
+    split = fs.SplitSpec(
+        spec,
+        inputs="y",
+        losses=(
+            fs.LossBinding("mean", _abs_mean, target="y"),
+            fs.LossBinding("constant", python_float, target="y", weight=2.0),
+        ),
+    )
+    result = jax.jit(fsj.compile(split).loss)({"mean": _Y[:2], "constant": _Y[:2]}, _P[:2])
+    np.testing.assert_allclose(result.per_loss["mean"], np.abs(_P[:2] - _Y[:2]).mean())
+    assert float(result.per_loss["constant"]) == 0.25 and int(result.counts["constant"]) == 2
+    np.testing.assert_allclose(result.total, np.abs(_P[:2] - _Y[:2]).mean() + 0.5, rtol=RTOL)
+
+
 def test_user_scalar_loss_eagerly_gathers_the_routed_examples_as_tensorflow_does():
     compiled = fsj.compile(_user_split(_abs_mean))
     result = _run(compiled)

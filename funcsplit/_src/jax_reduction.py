@@ -176,7 +176,7 @@ def _batch_level(
         )
     batch = jax.tree.leaves(y_pred)[0].shape[0]
     if mask is None:
-        value = (fn(y_true, y_pred) if full is None else full).astype(_FLOAT)
+        value = jnp.asarray(fn(y_true, y_pred) if full is None else full).astype(_FLOAT)
         count = jnp.asarray(batch, jnp.int32)
     else:
         count = jnp.sum(mask.astype(jnp.int32))
