@@ -762,3 +762,47 @@ def test_route_values_outside_the_jax_dtype_are_named(dtype, route):
     with pytest.raises(fs.SpecError, match="jax_enable_x64") as info:
         fsj.compile(split)
     assert info.value.paths == ("id",)
+
+
+def test_nan_sample_weight_of_a_routed_away_example_does_not_leak():
+    spec = fs.ElementSpec.from_structure(
+        {
+            "y": fs.Leaf(tf.float32, (None, 2)),
+            "keep": fs.Leaf(tf.bool, (None,)),
+            "w": fs.Leaf(tf.float32, (None,)),
+        }
+    )
+    split = fs.SplitSpec(
+        spec,
+        inputs="y",
+        losses=(
+            fs.LossBinding("routed", "mse", target="y", route=fs.route("keep"), sample_weight="w"),
+        ),
+    )
+    element = {"y": _Y, "keep": _KEEP, "w": np.array([1.0, 2.0, np.nan, 0.5], np.float32)}
+    tf_compiled, compiled = fs.compile(split), fsj.compile(split)
+    _, tf_targets, tf_weights = tf_compiled.split(element)
+    expected = tf_compiled.loss(tf_targets, tf.constant(_P), tf_weights)
+    _, targets, weights = compiled.split(element)
+    value, grad = jax.jit(jax.value_and_grad(lambda p: compiled.loss(targets, p, weights).total))(
+        jnp.asarray(_P)
+    )
+    per_example = np.mean((_P - np.nan_to_num(_Y)) ** 2, axis=1)
+    by_hand = (per_example[[0, 1, 3]] * [1.0, 2.0, 0.5]).sum() / 3.5
+    np.testing.assert_allclose(value, by_hand, rtol=RTOL)
+    np.testing.assert_allclose(value, expected.total.numpy(), rtol=RTOL)
+    assert np.all(np.isfinite(grad)) and np.all(grad[2] == 0)
+
+
+def test_user_loss_failures_and_batch_reduced_values_are_named():
+    def reduced_over_batch(y_true, y_pred):
+        return jnp.mean(jnp.square(y_true - y_pred), axis=0)  # [2]: wrong axis
+
+    def broken(y_true, y_pred):
+        return y_true @ y_pred  # [4, 2] @ [4, 2]: shapes do not fit
+
+    for fn, message in ((reduced_over_batch, "batch dimension 4"), (broken, "TypeError")):
+        compiled = fsj.compile(_user_split(fn))
+        with pytest.raises(fs.SpecError, match=message) as info:
+            _run(compiled, jit=True)
+        assert info.value.paths[0] == "y" and fn.__name__ in str(info.value)

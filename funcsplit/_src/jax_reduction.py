@@ -99,6 +99,41 @@ def _concrete(mask: jax.Array) -> np.ndarray | None:
         return None
 
 
+def _checked_call(bound: BoundLoss, fn: Callable[..., Any], y_true: Any, y_pred: Any) -> Any:
+    """Calls the binding's loss; a failure names the binding, its ``fn`` and the shapes."""
+    try:
+        return fn(y_true, y_pred)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, SpecError):
+            raise
+        shapes = jax.tree.map(lambda t: getattr(t, "shape", t), (y_true, y_pred))
+        raise SpecError.single(
+            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
+            str(bound.target),
+            "a loss that accepts the target and the predictions "
+            f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            "check the binding's target and output paths and what the loss expects",
+        ) from error
+
+
+def _per_example(bound: BoundLoss, values: jax.Array, y_pred: Any) -> jax.Array:
+    """``[B]`` float32 values: the mean over non-batch axes; a batch mismatch is named."""
+    batch = jax.tree.leaves(y_pred)[0].shape[:1]
+    if batch and values.shape[0] != batch[0]:
+        raise SpecError.single(
+            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
+            str(bound.target),
+            f"per-example values with batch dimension {batch[0]}",
+            f"values of shape {values.shape}",
+            "return one value per example (or per element), not reduced over the batch",
+        )
+    values = values.astype(_FLOAT)
+    if values.ndim > 1:
+        values = jnp.mean(values, axis=tuple(range(1, values.ndim)))
+    return values
+
+
 def reduce_binding(
     bound: BoundLoss,
     y_true: Any,
@@ -124,20 +159,20 @@ def reduce_binding(
     fn = _loss_callable(bound)
     if isinstance(bound.fn, losses_lib.BuiltinLoss) and bound.fn.batch_level:
         return _batch_level(bound, fn, y_true, y_pred, mask, axis_name, static_mask=True)
-    values = jnp.asarray(fn(y_true, y_pred))
+    values = jnp.asarray(_checked_call(bound, fn, y_true, y_pred))
     if values.ndim == 0:
         return _batch_level(bound, fn, y_true, y_pred, mask, axis_name, full=values)
-    values = values.astype(_FLOAT)
-    if values.ndim > 1:
-        values = jnp.mean(values, axis=tuple(range(1, values.ndim)))
+    values = _per_example(bound, values, y_pred)
     batch = values.shape[0]
-    weight = None if mask is None else mask.astype(_FLOAT)
+    weight = None
     if "sample_weight" in extra:
-        sample = jnp.reshape(jnp.asarray(extra["sample_weight"]).astype(_FLOAT), (-1,))
-        weight = sample if weight is None else weight * sample
+        weight = jnp.reshape(jnp.asarray(extra["sample_weight"]).astype(_FLOAT), (-1,))
     if bound.binding.class_weight:
         classes = _class_weights(bound, y_true)
         weight = classes if weight is None else weight * classes
+    if mask is not None:
+        # a NaN sample weight of a routed-away example must not leak into Σ w
+        weight = mask.astype(_FLOAT) if weight is None else jnp.where(mask, weight, 0.0)
     if weight is None:
         numerator = jnp.sum(values)
         denominator = jnp.asarray(batch, _FLOAT)
