@@ -54,19 +54,13 @@ class TextGenerator(keras.Model):
 
 def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
     """The whole routing of example 1, declared: paths "0", "1", "2" index the tuple."""
+    text_loss = fs.losses.sequence_crossentropy(from_logits=True, pad_id=None)
     return fs.SplitSpec(
         element=fs.ElementSpec.from_dataset(dataset),
         inputs={"image": "0", "text": "2"},
         losses=(
-            fs.LossBinding(
-                "label", keras.losses.SparseCategoricalCrossentropy(), target="1", group="image"
-            ),
-            fs.LossBinding(
-                "text",
-                fs.losses.sequence_crossentropy(from_logits=True, pad_id=None),
-                target="2",
-                group="text",
-            ),
+            fs.LossBinding("label", "sparse_categorical_crossentropy", target="1", group="image"),
+            fs.LossBinding("text", text_loss, target="2", group="text"),
         ),
     )
 

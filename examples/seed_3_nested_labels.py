@@ -17,18 +17,13 @@ import funcsplit as fs
 
 def make_dataset(n: int = 100, batch_size: int = 10, seed: int = 0) -> tf.data.Dataset:
     """The seed's data as a nested dict dataset."""
-    data = {
-        "image": tf.random.stateless_normal((n, 64, 64, 3), seed=(seed, 1)),
-        "text": tf.random.stateless_uniform((n, 20), seed=(seed, 2), maxval=100, dtype=tf.int32),
-        "label_dict": {
-            "category_1": tf.random.stateless_uniform(
-                (n,), seed=(seed, 3), maxval=10, dtype=tf.int32
-            ),
-            "category_2": tf.random.stateless_uniform(
-                (n,), seed=(seed, 4), maxval=5, dtype=tf.int32
-            ),
-        },
+    rng = tf.random.Generator.from_seed(seed)
+    labels = {
+        "category_1": rng.uniform((n,), maxval=10, dtype=tf.int32),
+        "category_2": rng.uniform((n,), maxval=5, dtype=tf.int32),
     }
+    texts = rng.uniform((n, 20), maxval=100, dtype=tf.int32)
+    data = {"image": rng.normal((n, 64, 64, 3)), "text": texts, "label_dict": labels}
     return tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
 
 
@@ -49,22 +44,13 @@ class ComplexModel(keras.Model):
 
 def make_split(dataset: tf.data.Dataset) -> fs.SplitSpec:
     """Each nested label -> its head; the unused text is dropped on purpose."""
+    scce = "sparse_categorical_crossentropy"
     return fs.SplitSpec(
         element=fs.ElementSpec.from_dataset(dataset),
         inputs="image",
         losses=(
-            fs.LossBinding(
-                "category_1",
-                "sparse_categorical_crossentropy",
-                target="label_dict/category_1",
-                output="0",
-            ),
-            fs.LossBinding(
-                "category_2",
-                "sparse_categorical_crossentropy",
-                target="label_dict/category_2",
-                output="1",
-            ),
+            fs.LossBinding("category_1", scce, target="label_dict/category_1", output="0"),
+            fs.LossBinding("category_2", scce, target="label_dict/category_2", output="1"),
         ),
         drop=("text",),
     )

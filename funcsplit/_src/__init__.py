@@ -1,0 +1,1 @@
+"""The core of funcsplit (private: import names from `funcsplit`)."""
