@@ -305,11 +305,17 @@ def _batch_level(
 
 def loss_function(plan: Plan):
     """Builds the pure loss function ``(targets, predictions, weights) -> LossResult``."""
+    from funcsplit._src import grouped  # grouped builds on this module
+
+    # Bindings of one registry loss, unrouted or routed by one key, share a call (`grouped`).
+    group_of = {b.name: group for group in grouped.plan_groups(plan) for b in group}
 
     def loss(targets: Any, predictions: Any, weights: Any = None) -> LossResult:
         weights = {} if weights is None else weights
         per_loss, counts = {}, {}
+        shared: dict[str, tuple[tf.Tensor, tf.Tensor] | None] = {}
         total = tf.constant(0.0, _FLOAT)
+        totals = {}  # a group's Σ weight · value, added where its first binding is
         for bound in plan.losses:
             if bound.name not in targets:
                 raise SpecError.single(
@@ -329,6 +335,16 @@ def loss_function(plan: Plan):
                     f"{sorted(extra)}",
                     "pass the weights that split() returned",
                 )
+            group = group_of.get(bound.name)
+            if group is not None and bound.name not in shared:
+                found = grouped.reduce_group(plan, group, targets, predictions, weights)
+                shared.update(found.results if found else dict.fromkeys(b.name for b in group))
+                totals[bound.name] = None if found is None else found.total
+            if shared.get(bound.name) is not None:
+                per_loss[bound.name], counts[bound.name] = shared[bound.name]
+                if totals.get(bound.name) is not None:
+                    total = total + totals[bound.name]
+                continue
             y_pred = select_output(plan, bound, predictions)
             value, count = reduce_binding(bound, targets[bound.name], y_pred, extra)
             per_loss[bound.name] = value
