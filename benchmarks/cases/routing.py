@@ -4,8 +4,9 @@ Each example carries a ``task`` id in ``[0, T)``; head ``t``'s loss takes the ex
 ``t``. The hand-written step routes either by masks (every head's loss on the whole batch,
 weighted by ``task == t``) or by gathering each task's examples (``tf.where`` + ``tf.gather``,
 dynamic shapes). funcsplit's step takes ``compiled.loss`` with ``route("task", equals=t)``.
-The loss is cheap (sparse cross-entropy, 10 classes) or expensive (a pairwise ranking loss
-over 32 logits, ``C²`` terms per example), where computing it for every head on the whole
+The loss is cheap (sparse cross-entropy on logits, 10 classes: Keras's function by hand,
+funcsplit's registry loss) or expensive (a pairwise ranking loss over 32 logits, ``C²`` terms
+per example, the same callable on both sides), where computing it for every head on the whole
 batch costs T times what gathering costs. A funcsplit row's baseline is the cheaper of the
 two hand-written ones in that configuration.
 """
@@ -45,7 +46,11 @@ def sparse_ce(y_true, y_pred):
     return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
 
 
-LOSSES = {"cheap": sparse_ce, "expensive": pairwise_ranking}
+# (hand-written, funcsplit): funcsplit takes its registry loss where there is one.
+LOSSES = {
+    "cheap": (sparse_ce, fs.losses.sparse_categorical_crossentropy(from_logits=True)),
+    "expensive": (pairwise_ranking, pairwise_ranking),
+}
 
 
 def make_model(tasks: int, classes: int) -> keras.Model:
@@ -154,9 +159,9 @@ def _loop(step, elements):
 
 def one(tasks: int, loss_name: str, steps: int, rounds: int) -> list[dict]:
     """Masked, gathered and funcsplit steps for one T and one loss."""
-    classes, loss_fn = CLASSES[loss_name], LOSSES[loss_name]
+    classes, (loss_fn, funcsplit_fn) = CLASSES[loss_name], LOSSES[loss_name]
     batches = make_batches(tasks, classes, steps)
-    compiled = fs.compile(make_split(batches[0], loss_fn, tasks))
+    compiled = fs.compile(make_split(batches[0], funcsplit_fn, tasks))
     models = [make_model(tasks, classes) for _ in range(3)]
     for m in models[1:]:
         m.set_weights(models[0].get_weights())
