@@ -135,7 +135,7 @@ def _value_fits(value: object, dtype: tf.DType) -> bool:
         return isinstance(value, bool) or value in (0, 1)
     if dtype.is_integer:  # in range too: tf.constant wraps 256 to 0 in uint8, silently
         return float(value).is_integer() and dtype.min <= value <= dtype.max
-    return not dtype.is_floating or abs(value) <= dtype.max  # 1e300 becomes inf in float32
+    return not dtype.is_floating or abs(value) <= float(dtype.max)  # 1e300 becomes inf in float32
 
 
 def _resolve_route(r: _Resolver, binding: LossBinding, where: str) -> Route | None:
