@@ -49,12 +49,12 @@ def _close(found, expected, rtol=1e-5):
 
 def section_property(strategy):
     """Hypothesis: random routing and weights, 2 replicas == 1 device (losses, gradients)."""
-    import conftest  # noqa: F401 - registers and loads the hypothesis profile
     import tensorflow as tf
     from hypothesis import given
     from hypothesis import settings
     from hypothesis import strategies as st
 
+    import conftest  # noqa: F401 - registers and loads the hypothesis profile
     import funcsplit as fs
 
     _, _, w0 = common.fixed_case()
