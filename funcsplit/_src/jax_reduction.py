@@ -24,6 +24,7 @@ from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import describe_callable
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
+from funcsplit._src.plan import binding_arguments
 from funcsplit._src.reduction import LossResult
 from funcsplit._src.reduction import select_output
 
@@ -258,26 +259,9 @@ def loss_function(
         per_loss, counts = {}, {}
         total = jnp.asarray(0.0, _FLOAT)
         for bound in plan.losses:
-            if bound.name not in targets:
-                raise SpecError.single(
-                    "funcsplit.jax loss targets",
-                    bound.name,
-                    f"a target for binding {bound.name!r}",
-                    f"keys {sorted(targets)}",
-                    "pass the targets that split() returned",
-                )
-            extra = weights.get(bound.name, {})
-            missing = [k for k in bound.weight_leaves if k not in extra]
-            if missing:
-                raise SpecError.single(
-                    "funcsplit.jax loss weights",
-                    bound.name,
-                    f"the {missing} leaves",
-                    f"{sorted(extra)}",
-                    "pass the weights that split() returned",
-                )
+            target, extra = binding_arguments(bound, targets, weights, "funcsplit.jax loss")
             y_pred = select_output(plan, bound, predictions)
-            value, count = reduce_binding(bound, targets[bound.name], y_pred, extra, axis_name)
+            value, count = reduce_binding(bound, target, y_pred, extra, axis_name)
             per_loss[bound.name] = value
             counts[bound.name] = count
             total = total + bound.binding.weight * value

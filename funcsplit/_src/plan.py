@@ -19,6 +19,7 @@ from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import Leaf
@@ -334,3 +335,30 @@ def resolve(split: SplitSpec) -> Plan:
     raise_if_any(r.problems)
     roles = tuple((Path(k), structure.get(r.tree, k), tuple(v)) for k, v in r.roles.items())
     return Plan(split, inputs, tuple(bound), roles)
+
+
+def binding_arguments(bound: BoundLoss, targets: Any, weights: Any, where: str) -> tuple[Any, dict]:
+    """The target and the weight leaves that `split` gave one binding (for both lowerings).
+
+    Raises:
+        SpecError: naming the binding when its target or a weight leaf is missing.
+    """
+    if bound.name not in targets:
+        raise SpecError.single(
+            f"{where} targets",
+            bound.name,
+            f"a target for binding {bound.name!r}",
+            f"keys {sorted(targets)}",
+            "pass the targets that split() returned",
+        )
+    extra = weights.get(bound.name, {})
+    missing = [k for k in bound.weight_leaves if k not in extra]
+    if missing:
+        raise SpecError.single(
+            f"{where} weights",
+            bound.name,
+            f"the {missing} leaves",
+            f"{sorted(extra)}",
+            "pass the weights that split() returned",
+        )
+    return targets[bound.name], extra

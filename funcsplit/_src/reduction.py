@@ -22,6 +22,7 @@ from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import describe_callable
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
+from funcsplit._src.plan import binding_arguments
 
 _FLOAT = tf.float32
 
@@ -317,24 +318,7 @@ def loss_function(plan: Plan):
         total = tf.constant(0.0, _FLOAT)
         totals = {}  # a group's Σ weight · value, added where its first binding is
         for bound in plan.losses:
-            if bound.name not in targets:
-                raise SpecError.single(
-                    "CompiledSplit.loss targets",
-                    bound.name,
-                    f"a target for binding {bound.name!r}",
-                    f"keys {sorted(targets)}",
-                    "pass the targets that split() returned",
-                )
-            extra = weights.get(bound.name, {})
-            missing = [k for k in bound.weight_leaves if k not in extra]
-            if missing:
-                raise SpecError.single(
-                    "CompiledSplit.loss weights",
-                    bound.name,
-                    f"the {missing} leaves",
-                    f"{sorted(extra)}",
-                    "pass the weights that split() returned",
-                )
+            target, extra = binding_arguments(bound, targets, weights, "CompiledSplit.loss")
             group = group_of.get(bound.name)
             if group is not None and bound.name not in shared:
                 found = grouped.reduce_group(plan, group, targets, predictions, weights)
@@ -346,7 +330,7 @@ def loss_function(plan: Plan):
                     total = total + totals[bound.name]
                 continue
             y_pred = select_output(plan, bound, predictions)
-            value, count = reduce_binding(bound, targets[bound.name], y_pred, extra)
+            value, count = reduce_binding(bound, target, y_pred, extra)
             per_loss[bound.name] = value
             counts[bound.name] = count
             weighted = value if bound.binding.weight == 1.0 else bound.binding.weight * value
