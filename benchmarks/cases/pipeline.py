@@ -19,7 +19,7 @@ CASE = "pipeline"
 ALL = tuple((b, p) for b in (False, True) for p in ("sequential", "autotune"))
 SIZES = {
     "tiny": {"elements": 100, "rounds": 1, "settings": ((False, "autotune"), (True, "sequential"))},
-    "quick": {"elements": 2000, "rounds": 7, "settings": ALL},
+    "quick": {"elements": 2000, "rounds": 5, "settings": ALL},
     "full": {"elements": 4000, "rounds": 21, "settings": ALL},
 }
 BATCH = 10

@@ -24,7 +24,7 @@ from benchmarks import harness
 CASE = "routing"
 SIZES = {
     "tiny": {"tasks": (4,), "losses": ("expensive",), "steps": 2, "rounds": 1},
-    "quick": {"tasks": (1, 4, 16, 64), "losses": ("cheap", "expensive"), "steps": 5, "rounds": 5},
+    "quick": {"tasks": (1, 16, 64), "losses": ("cheap", "expensive"), "steps": 3, "rounds": 3},
     "full": {"tasks": (1, 4, 16, 64), "losses": ("cheap", "expensive"), "steps": 10, "rounds": 11},
 }
 BATCH = 64

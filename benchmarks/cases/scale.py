@@ -20,7 +20,7 @@ from benchmarks import harness
 CASE = "scale"
 SIZES = {
     "tiny": {"counts": (8,), "rounds": 1, "calls": 5},
-    "quick": {"counts": (8, 64, 256, 1024), "rounds": 2, "calls": 10},
+    "quick": {"counts": (8, 64, 512), "rounds": 2, "calls": 10},
     "full": {"counts": (8, 16, 32, 64, 128, 256, 512, 1024), "rounds": 5, "calls": 20},
 }
 BATCH = 16
