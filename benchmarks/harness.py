@@ -156,6 +156,31 @@ def rows(
     ]
 
 
+_TRIVIAL_OPS = frozenset({"Const", "Identity", "NoOp", "Placeholder"})
+_CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+
+
+def op_count(concrete_function: Any) -> int:
+    """The ops a traced function runs, nested function calls counted by their bodies.
+
+    Constants, identities, no-ops and placeholders are left out: what remains is the work
+    the runtime schedules (before Grappler's rewrites), comparable between variants.
+    """
+    graph_def = concrete_function.graph.as_graph_def()
+    library = {f.signature.name: f.node_def for f in graph_def.library.function}
+
+    def count(nodes: Any) -> int:
+        total = 0
+        for node in nodes:
+            if node.op in _CALL_OPS:
+                total += count(library[node.attr["f"].func.name])
+            elif node.op not in _TRIVIAL_OPS:
+                total += 1
+        return total
+
+    return count(graph_def.node)
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -93,6 +93,8 @@ def _ratio(r: dict) -> str:
 
 def _details(r: dict) -> str:
     parts = []
+    if "ops" in r:
+        parts.append(f"{r['ops']} ops")
     if "elements_per_s" in r:
         parts.append(f"{r['elements_per_s']:,.0f} elements/s")
     if "traces" in r:

@@ -168,15 +168,12 @@ def one(tasks: int, loss_name: str, steps: int, rounds: int) -> list[dict]:
     optimizers = [keras.optimizers.SGD(0.01) for _ in range(3)]
     for m, o in zip(models, optimizers):
         o.build(m.trainable_variables)
-    runs = {
-        "handwritten_masked": _loop(
-            _hand_step(models[0], optimizers[0], masked_loss(loss_fn, tasks)), batches
-        ),
-        "handwritten_gather": _loop(
-            _hand_step(models[1], optimizers[1], gathered_loss(loss_fn, tasks)), batches
-        ),
-        "funcsplit": _loop(_funcsplit_step(models[2], optimizers[2], compiled), batches),
+    steps_by_variant = {
+        "handwritten_masked": _hand_step(models[0], optimizers[0], masked_loss(loss_fn, tasks)),
+        "handwritten_gather": _hand_step(models[1], optimizers[1], gathered_loss(loss_fn, tasks)),
+        "funcsplit": _funcsplit_step(models[2], optimizers[2], compiled),
     }
+    runs = {k: _loop(step, batches) for k, step in steps_by_variant.items()}
     times = harness.interleaved(runs, rounds=rounds, warmup=2)
     masked, gather = times["handwritten_masked"], times["handwritten_gather"]
     cheaper = "handwritten_masked" if median(masked) <= median(gather) else "handwritten_gather"
@@ -184,6 +181,9 @@ def one(tasks: int, loss_name: str, steps: int, rounds: int) -> list[dict]:
     baselines = dict.fromkeys(times, cheaper)
     out = harness.rows(CASE, config, times, baselines, tasks=tasks, loss=loss_name, steps=steps)
     for r in out:
+        r["ops"] = harness.op_count(
+            steps_by_variant[r["variant"]].get_concrete_function(batches[0])
+        )
         if r["variant"] == "funcsplit":
             r["ratio_to_masked"] = harness.paired_ratio(times["funcsplit"], masked)
             r["ratio_to_gather"] = harness.paired_ratio(times["funcsplit"], gather)

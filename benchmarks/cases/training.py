@@ -85,7 +85,15 @@ def custom_loop(size: str, jit: bool, steps: int, rounds: int, warmup: int) -> l
     times = harness.interleaved(runs, rounds=rounds, warmup=warmup)
     config = f"{size}, {'xla' if jit else 'no xla'}, custom loop"
     baselines = {k: "handwritten_step" for k in runs}
-    return harness.rows(CASE, config, times, baselines, steps=steps, batch=batch)
+    out = harness.rows(CASE, config, times, baselines, steps=steps, batch=batch)
+    traced = {
+        "handwritten_step": hand.get_concrete_function(raw[0]),
+        "funcsplit_loss": loss_step.get_concrete_function(split[0]),
+        "funcsplit_train_step": train_step.get_concrete_function(),
+    }
+    for r in out:
+        r["ops"] = harness.op_count(traced[r["variant"]])
+    return out
 
 
 def fit(size: str, jit: bool, steps: int, rounds: int, warmup: int) -> list[dict]:
