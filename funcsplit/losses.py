@@ -8,19 +8,24 @@ cross-entropies. Targets are cast to the prediction dtype and a ``[B]`` target i
 
 from __future__ import annotations
 
+from typing import Any
+
 from funcsplit._src.losses import NAMES
 from funcsplit._src.losses import BuiltinLoss
+from funcsplit._src.losses import RowWise
 from funcsplit._src.losses import make as _make
 
 __all__ = [
     "NAMES",
     "BuiltinLoss",
+    "RowWise",
     "binary_crossentropy",
     "categorical_crossentropy",
     "dice",
     "huber",
     "mae",
     "mse",
+    "row_wise",
     "sequence_crossentropy",
     "sparse_categorical_crossentropy",
 ]
@@ -124,3 +129,28 @@ def sequence_crossentropy(*, from_logits: bool = False, pad_id: int | None = 0) 
         True
     """
     return _make("sequence_crossentropy", from_logits=from_logits, pad_id=pad_id)
+
+
+def row_wise(fn: Any) -> RowWise:
+    """Declares a user loss row-wise, so that bindings sharing it can share one loss call.
+
+    Row-wise means each example's value depends on that example's target and prediction rows
+    only (no batch statistics, no in-batch negatives). Multi-task heads bound with the same
+    ``row_wise`` value, each routed by ``route(key, equals=t)`` with distinct ``t``, then
+    compute the loss once on the batch, each example on the head it is routed to, instead of
+    once per head on the whole batch (what routing by masks costs: ``T`` times the work). The
+    shapes stay static, so it compiles once under XLA. Unrouted bindings of one ``row_wise``
+    loss run it once on their concatenated batches. The values equal the per-binding ones up
+    to the order of the sums. Bind the *same* object (or ``row_wise`` of the same function)
+    to every head; a loss that is not row-wise gives wrong values when declared so.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> import funcsplit as fs
+        >>> def hinge(y_true, y_pred):
+        ...     return tf.reduce_mean(tf.nn.relu(1.0 - y_true * y_pred), axis=-1)
+        >>> loss = fs.losses.row_wise(hinge)
+        >>> loss == fs.losses.row_wise(hinge), float(loss(tf.ones([1, 2]), tf.zeros([1, 2]))[0])
+        (True, 1.0)
+    """
+    return RowWise(fn)

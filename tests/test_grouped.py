@@ -1,10 +1,11 @@
-"""Bindings that share a registry loss and a route key take one loss call (`_src/grouped.py`).
+"""Bindings that share a row-wise loss and a route key take one loss call (`_src/grouped.py`).
 
 The grouped path must give what the per-binding masked path gives: values, counts and
 gradients, eagerly, traced and under XLA, with sample weights, examples routed nowhere,
 empty tasks, ``-1`` labels and NaN targets of routed-away examples.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +16,15 @@ from funcsplit._src import grouped
 TASKS = 4
 CLASSES = 5
 BATCH = 12
+
+
+def user_ce(y_true, y_pred):
+    """A hand-written sparse cross-entropy on logits (row-wise, not a registry loss)."""
+    log_p = tf.nn.log_softmax(y_pred)
+    return -tf.gather(log_p, tf.cast(y_true, tf.int32), batch_dims=1)
+
+
+ROW_WISE_CE = fs.losses.row_wise(user_ce)
 
 
 def make_split(*, per_task_targets=False, sample_weight=False, fn="sce"):
@@ -109,8 +119,9 @@ WRAPS = {
     [{}, {"per_task_targets": True}, {"sample_weight": True}],
     ids=["shared-target", "per-task-targets", "sample-weights"],
 )
-def test_grouped_equals_per_binding(monkeypatch, wrap, options):
-    split = make_split(**options)
+@pytest.mark.parametrize("fn", ["sce", ROW_WISE_CE], ids=["registry", "row_wise"])
+def test_grouped_equals_per_binding(monkeypatch, wrap, options, fn):
+    split = make_split(**options, fn=fn)
     element = make_element(**options)
     predictions = heads()
     shared = []
@@ -128,10 +139,11 @@ def test_grouped_equals_per_binding(monkeypatch, wrap, options):
     assert grouped_result[2]["task_3"] == 0 and grouped_result[1]["task_3"] == 0.0
 
 
-def test_values_match_numpy():
+@pytest.mark.parametrize("fn", ["sce", ROW_WISE_CE], ids=["registry", "row_wise"])
+def test_values_match_numpy(fn):
     element = make_element(3)
     predictions = heads(4)
-    total, values, counts, _ = run(fs.compile(make_split()), element, predictions)
+    total, values, counts, _ = run(fs.compile(make_split(fn=fn)), element, predictions)
     task, y = element["task"].numpy(), element["y"].numpy()
     expected = {}
     for t in range(TASKS):
@@ -150,6 +162,73 @@ def test_groups_only_registry_losses_with_distinct_equals_routes():
     assert [len(g) for g in grouped.plan_groups(plan)] == [TASKS]
     callable_loss = fs.compile(make_split(fn=lambda t, p: tf.reduce_sum(p, -1))).plan
     assert grouped.plan_groups(callable_loss) == []
+    # Declared row-wise: grouped; `row_wise` of the same function twice is one loss.
+    assert [len(g) for g in grouped.plan_groups(fs.compile(make_split(fn=ROW_WISE_CE)).plan)] == [
+        TASKS
+    ]
+    split = make_split(fn=ROW_WISE_CE)
+    rebound = tuple(
+        b
+        if i % 2
+        else fs.LossBinding(b.name, fs.losses.row_wise(user_ce), b.target, b.output, route=b.route)
+        for i, b in enumerate(split.losses)
+    )
+    twice = fs.SplitSpec(split.element, inputs="x", losses=rebound)
+    assert [len(g) for g in grouped.plan_groups(fs.compile(twice).plan)] == [TASKS]
+    # Different row-wise functions do not share a call.
+    other = tuple(
+        fs.LossBinding(
+            b.name,
+            fs.losses.row_wise(lambda t, p: user_ce(t, p)),
+            b.target,
+            b.output,
+            route=b.route,
+        )
+        if i == 0
+        else b
+        for i, b in enumerate(split.losses)
+    )
+    mixed = fs.SplitSpec(split.element, inputs="x", losses=other)
+    assert [len(g) for g in grouped.plan_groups(fs.compile(mixed).plan)] == [TASKS - 1]
+
+
+def test_row_wise_keras_loss_is_called_unreduced_and_grouped():
+    keras_ce = fs.losses.row_wise(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    element, predictions = make_element(5), heads(6)
+    keras_result = run(fs.compile(make_split(fn=keras_ce)), element, predictions)
+    registry_result = run(fs.compile(make_split()), element, predictions)
+    assert_same(keras_result, registry_result)
+
+
+def test_row_wise_declaration_cuts_the_loss_calls():
+    """T heads declared row-wise: the loss runs once per step, not once per head."""
+    calls = []
+
+    def counted(y_true, y_pred):
+        calls.append(1)
+        return user_ce(y_true, y_pred)
+
+    element, predictions = make_element(), heads()
+    run(fs.compile(make_split(fn=counted)), element, predictions)
+    assert len(calls) == TASKS
+    calls.clear()
+    run(fs.compile(make_split(fn=fs.losses.row_wise(counted))), element, predictions)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("bad", ["mse", fs.losses.mse(), ROW_WISE_CE, 3])
+def test_row_wise_refuses_what_is_not_a_user_loss(bad):
+    with pytest.raises(fs.SpecError, match="row_wise"):
+        fs.losses.row_wise(bad)
+
+
+def test_row_wise_is_named_by_its_function():
+    compiled = fs.compile(make_split(fn=ROW_WISE_CE))
+    assert "row_wise(user_ce)" in compiled.describe()
+    broken = fs.losses.row_wise(lambda t, p: tf.reduce_mean(user_ce(t, p)) + tf.zeros([2]))
+    element, predictions = make_element(), heads()
+    with pytest.raises(fs.SpecError, match=r"test_grouped\.py:\d+"):
+        run(fs.compile(make_split(fn=broken)), element, predictions)
 
 
 def test_heads_of_different_shapes_take_the_per_binding_path():

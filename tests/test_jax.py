@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 
+import keras
 import numpy as np
 import pytest
 
@@ -578,6 +579,18 @@ def test_user_per_example_loss_from_optax_is_routed_and_averaged():
     per_example = np.mean((_P - np.nan_to_num(_Y)) ** 2, axis=1)
     np.testing.assert_allclose(result.per_loss["routed"], per_example[_KEEP].mean(), rtol=RTOL)
     assert np.isnan(result.per_loss["all"])  # the NaN target is routed to "all"
+
+
+def test_row_wise_user_loss_runs_its_inner_function_per_binding():
+    """`fs.losses.row_wise` is a TensorFlow-side declaration; JAX calls the wrapped loss."""
+    declared = fsj.compile(_user_split(fs.losses.row_wise(optax.losses.squared_error)))
+    plain = fsj.compile(_user_split(optax.losses.squared_error))
+    for name, value in _run(plain, jit=True).per_loss.items():
+        np.testing.assert_allclose(_run(declared, jit=True).per_loss[name], value, rtol=RTOL)
+    keras_mse = fs.losses.row_wise(keras.losses.MeanSquaredError())
+    split = fsj.compile(_user_split(keras_mse))  # a Keras loss inside is translated
+    routed = np.mean((_P - np.nan_to_num(_Y)) ** 2, axis=1)[_KEEP].mean()
+    np.testing.assert_allclose(_run(split, jit=True).per_loss["routed"], routed, rtol=RTOL)
 
 
 def _abs_mean(y_true, y_pred):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from funcsplit._src.losses import BuiltinLoss
+from funcsplit._src.losses import RowWise
 from funcsplit._src.plan import Plan
 
 
@@ -27,6 +28,8 @@ def loss_name(fn: object) -> str:
     """A short name for a loss: the registry text, a function's name, or a class name."""
     if isinstance(fn, BuiltinLoss):
         return str(fn)
+    if isinstance(fn, RowWise):
+        return f"row_wise({loss_name(fn.fn)})"
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 

@@ -113,6 +113,7 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> tuple[str
 
 def describe_callable(fn: object) -> str:
     """Names a user callable as ``name @ file:line`` (for errors about a user's loss)."""
+    fn = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     target = fn if inspect.isroutine(fn) else type(fn).__call__
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     try:

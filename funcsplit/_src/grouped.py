@@ -1,4 +1,7 @@
-"""One loss call for several bindings that share a registry loss.
+"""One loss call for several bindings that share a row-wise loss.
+
+A loss is row-wise when each example's value depends on its own row only: the registry's
+per-example losses, and user losses declared with `funcsplit.losses.row_wise`.
 
 - **Routed by one key**: multi-task heads bound as ``task_t`` with the same registry loss,
   each routed by ``route("task", equals=t)``. Routing by masks computes every head's loss on
@@ -9,10 +12,10 @@
   label): their targets and outputs are concatenated along the batch, the loss runs once and
   the values are summed per binding: a constant number of ops instead of a dozen per binding.
 
-Registry losses are computed row by row, so every example gets the value the per-binding
-computation gives it, and the results agree up to the order of the sums. Anything else
-(callables, which are documented to see the whole batch; batch-level losses; class weights;
-other routes; shapes or dtypes that differ) keeps the per-binding path.
+Row-wise losses give every example the value the per-binding computation gives it, so the
+results agree up to the order of the sums. Anything else (undeclared callables, which are
+documented to see their binding's whole batch; batch-level losses; class weights; other
+routes; shapes or dtypes that differ) keeps the per-binding path.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ def _shared(group: tuple[BoundLoss, ...], value: tf.Tensor, counts: list) -> Sha
 
 def _key(bound: BoundLoss) -> tuple | None:
     fn, binding, route = bound.fn, bound.binding, bound.route
-    if not isinstance(fn, losses_lib.BuiltinLoss) or fn.name not in _ROW_WISE:
+    registry_row_wise = isinstance(fn, losses_lib.BuiltinLoss) and fn.name in _ROW_WISE
+    if not (registry_row_wise or isinstance(fn, losses_lib.RowWise)):
         return None
     if binding.class_weight or binding.reduction != "weighted_mean":
         return None

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from funcsplit._src import jax_losses
+from funcsplit._src import losses as losses_lib
 from funcsplit._src import paths
 from funcsplit._src import structure
 from funcsplit._src.errors import Problem
@@ -82,6 +83,8 @@ def _route_value_problems(plan: Plan) -> list[Problem]:
 def jax_loss_fn(index: int, bound: Any, problems: list[Problem]) -> Any:
     """A binding's fn for JAX: registry losses as they are, Keras losses translated."""
     fn = bound.fn
+    if isinstance(fn, losses_lib.RowWise):  # JAX calls it per binding: the inner loss
+        fn = fn.fn
     if not isinstance(fn, keras.losses.Loss):
         return fn
     builtin = jax_losses.from_keras(fn)

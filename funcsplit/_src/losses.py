@@ -129,6 +129,39 @@ def as_loss(fn: Any) -> Any:
     return get(fn) if isinstance(fn, str) else fn
 
 
+@attrs.frozen
+class RowWise:
+    """A user loss declared row-wise: example ``i``'s value depends on row ``i`` only.
+
+    Built by `funcsplit.losses.row_wise`. It calls ``fn`` as a binding would (a Keras ``Loss``
+    unreduced). The declaration lets bindings of the same ``RowWise`` value share one loss
+    call (see ``funcsplit/_src/grouped.py``); without it a callable always sees its binding's
+    whole batch.
+    """
+
+    fn: Any = attrs.field()
+
+    @fn.validator
+    def _check(self, _attribute: Any, value: Any) -> None:
+        if isinstance(value, (str, BuiltinLoss, RowWise)) or not callable(value):
+            raise SpecError.single(
+                "funcsplit.losses.row_wise",
+                None,
+                "a user callable (y_true, y_pred) -> per-example values, or a Keras Loss",
+                repr(value),
+                "registry losses are row-wise already: pass them to LossBinding as they are",
+            )
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self.fn
+
+    def __call__(self, y_true: Any, y_pred: Any) -> Any:
+        if isinstance(self.fn, keras.losses.Loss):
+            return keras_unreduced(self.fn, y_true, y_pred)
+        return self.fn(y_true, y_pred)
+
+
 def keras_unreduced(loss: keras.losses.Loss, y_true: Any, y_pred: Any) -> Any:
     """Calls a Keras ``Loss`` object without reduction, as its ``__call__`` does.
 
