@@ -42,7 +42,8 @@ def judge(row: dict) -> None:
         row["target"] = "no slower than Keras compile(loss=dict) + fit (ratio ≤ 1)"
         row["verdict"] = _ratio_verdict(row, 1.0)
     elif row["ratio_to_baseline"] is not None:
-        what = "the cheaper of mask and gather" if case == "routing" else "the baseline"
+        what = {"funcsplit": "the cheaper of mask and gather"}.get(variant, row["baseline"])
+        what = what if case == "routing" else "the baseline"
         row["target"] = f"ratio to {what} ≤ {RATIO_TARGET}"
         row["verdict"] = _ratio_verdict(row, RATIO_TARGET)
 

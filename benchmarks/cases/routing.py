@@ -6,9 +6,18 @@ weighted by ``task == t``) or by gathering each task's examples (``tf.where`` + 
 dynamic shapes). funcsplit's step takes ``compiled.loss`` with ``route("task", equals=t)``.
 The loss is cheap (sparse cross-entropy on logits, 10 classes: Keras's function by hand,
 funcsplit's registry loss) or expensive (a pairwise ranking loss over 32 logits, ``C²`` terms
-per example, the same callable on both sides), where computing it for every head on the whole
-batch costs T times what gathering costs. A funcsplit row's baseline is the cheaper of the
-two hand-written ones in that configuration.
+per example), where computing it for every head on the whole batch costs T times what
+gathering costs. funcsplit's ``funcsplit`` row binds the ranking loss declared with
+``fs.losses.row_wise`` (so the heads share one loss call, each example on its own head's
+row); its baseline is the cheaper of the two hand-written ones in that configuration. The
+``funcsplit_undeclared`` row binds the bare callable, which funcsplit must call on each
+binding's whole batch (it may look across examples) and so routes by masks. Its baseline is
+``handwritten_masked_safe``: the masked code that also replaces routed-away targets, as
+funcsplit's semantics require (a ``-1`` or NaN of an example routed away must not reach the
+loss). That guard costs more than its ops suggest: the plain masked code feeds every head the
+same target tensor, so TensorFlow's common-subexpression elimination computes the loss's
+target-only terms once for all heads, while a guarded target differs per head. The row also
+reports its ratio to the unguarded masked code (``ratio_to_masked``).
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ def sparse_ce(y_true, y_pred):
 # (hand-written, funcsplit): funcsplit takes its registry loss where there is one.
 LOSSES = {
     "cheap": (sparse_ce, fs.losses.sparse_categorical_crossentropy(from_logits=True)),
-    "expensive": (pairwise_ranking, pairwise_ranking),
+    "expensive": (pairwise_ranking, fs.losses.row_wise(pairwise_ranking)),
 }
 
 
@@ -89,6 +98,21 @@ def masked_loss(loss_fn, tasks: int):
         for t in range(tasks):
             weight = tf.cast(tf.equal(batch["task"], t), tf.float32)
             values = loss_fn(batch["y"], outputs[f"task_{t}"])
+            total += tf.math.divide_no_nan(tf.reduce_sum(values * weight), tf.reduce_sum(weight))
+        return total
+
+    return loss
+
+
+def masked_safe_loss(loss_fn, tasks: int):
+    """Mask routing that also zeroes routed-away targets before the loss sees them."""
+
+    def loss(batch, outputs):
+        total = 0.0
+        for t in range(tasks):
+            routed = tf.equal(batch["task"], t)
+            weight = tf.cast(routed, tf.float32)
+            values = loss_fn(tf.where(routed, batch["y"], 0), outputs[f"task_{t}"])
             total += tf.math.divide_no_nan(tf.reduce_sum(values * weight), tf.reduce_sum(weight))
         return total
 
@@ -162,10 +186,12 @@ def one(tasks: int, loss_name: str, steps: int, rounds: int) -> list[dict]:
     classes, (loss_fn, funcsplit_fn) = CLASSES[loss_name], LOSSES[loss_name]
     batches = make_batches(tasks, classes, steps)
     compiled = fs.compile(make_split(batches[0], funcsplit_fn, tasks))
-    models = [make_model(tasks, classes) for _ in range(3)]
+    undeclared = isinstance(funcsplit_fn, fs.losses.RowWise)
+    count = 5 if undeclared else 3
+    models = [make_model(tasks, classes) for _ in range(count)]
     for m in models[1:]:
         m.set_weights(models[0].get_weights())
-    optimizers = [keras.optimizers.SGD(0.01) for _ in range(3)]
+    optimizers = [keras.optimizers.SGD(0.01) for _ in range(count)]
     for m, o in zip(models, optimizers):
         o.build(m.trainable_variables)
     steps_by_variant = {
@@ -173,18 +199,27 @@ def one(tasks: int, loss_name: str, steps: int, rounds: int) -> list[dict]:
         "handwritten_gather": _hand_step(models[1], optimizers[1], gathered_loss(loss_fn, tasks)),
         "funcsplit": _funcsplit_step(models[2], optimizers[2], compiled),
     }
+    if undeclared:  # the same loss, not declared row-wise: routed by masks
+        bare = fs.compile(make_split(batches[0], loss_fn, tasks))
+        steps_by_variant["handwritten_masked_safe"] = _hand_step(
+            models[3], optimizers[3], masked_safe_loss(loss_fn, tasks)
+        )
+        steps_by_variant["funcsplit_undeclared"] = _funcsplit_step(models[4], optimizers[4], bare)
     runs = {k: _loop(step, batches) for k, step in steps_by_variant.items()}
     times = harness.interleaved(runs, rounds=rounds, warmup=2)
     masked, gather = times["handwritten_masked"], times["handwritten_gather"]
     cheaper = "handwritten_masked" if median(masked) <= median(gather) else "handwritten_gather"
     config = f"T={tasks}, {loss_name} loss"
     baselines = dict.fromkeys(times, cheaper)
+    if undeclared:
+        baselines["handwritten_masked_safe"] = "handwritten_masked"
+        baselines["funcsplit_undeclared"] = "handwritten_masked_safe"
     out = harness.rows(CASE, config, times, baselines, tasks=tasks, loss=loss_name, steps=steps)
     for r in out:
         r["ops"] = harness.op_count(
             steps_by_variant[r["variant"]].get_concrete_function(batches[0])
         )
-        if r["variant"] == "funcsplit":
+        if r["variant"].startswith("funcsplit"):
             r["ratio_to_masked"] = harness.paired_ratio(times["funcsplit"], masked)
             r["ratio_to_gather"] = harness.paired_ratio(times["funcsplit"], gather)
     return out
