@@ -73,7 +73,12 @@ def summary(rows: list[dict]) -> dict[str, Any]:
         "verdicts": verdicts,
         "growth_exponent": {
             v: growth_exponent(rows, v)
-            for v in ("funcsplit_compile", "funcsplit_compile_and_trace", "handwritten_trace")
+            for v in (
+                "funcsplit_compile",
+                "funcsplit_compile_and_trace",
+                "handwritten_trace",
+                "tf_function_floor",
+            )
         },
     }
 
@@ -102,6 +107,8 @@ def _details(r: dict) -> str:
         parts.append(f"{r['traces']} step traces")
     if "split_traces" in r:
         parts.append(f"{r['split_traces']} split, {r['loss_traces']} loss traces")
+    if "ratio_to_floor" in r:
+        parts.append(f"{r['ratio_to_floor']:.2f}x the tf.function floor")
     if "ratio_to_masked" in r:
         parts.append(f"vs mask {r['ratio_to_masked']:.3f}, vs gather {r['ratio_to_gather']:.3f}")
     return "; ".join(parts)
@@ -283,6 +290,55 @@ def _plot_retracing(rows: list[dict], path: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+README_START = "<!-- benchmark-table:start -->"
+README_END = "<!-- benchmark-table:end -->"
+
+
+def readme_table(results: dict) -> str:
+    """The README's table: every judged funcsplit row (scale: the largest N only)."""
+    rows = [r for r in results["cases"] if r.get("verdict") or r.get("target")]
+    largest = max((r.get("bindings", 0) for r in rows if r["case"] == "scale"), default=0)
+    rows = [r for r in rows if r["case"] != "scale" or r.get("bindings") == largest]
+    m = results["machine"]
+    lines = [
+        f"Full run of {results['date'][:10]} ({m['cpu']}, {m['cores']} cores, TensorFlow "
+        f"{m['tensorflow']}, Keras {m['keras']}); ratio = median of the paired ratios "
+        "funcsplit / baseline (quartiles), below 1: funcsplit is faster.",
+        "",
+        "| case | config | funcsplit | baseline | ratio (quartiles) | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["variant"] == "funcsplit_compile_and_trace":
+            ratio = f"{_seconds(r['median_s'])}; vs hand-written trace {_ratio(r)}"
+            if "ratio_to_floor" in r:
+                ratio += f"; {r['ratio_to_floor']:.2f}x the tf.function floor"
+        elif r["case"] == "retracing":
+            ratio = f"{r.get('traces')} step trace, {r.get('split_traces')} split trace"
+        else:
+            ratio = _ratio(r)
+        lines.append(
+            f"| {r['case']} | {r['config']} | {r['variant']} | {r['baseline'] or '–'} "
+            f"| {ratio} | {r['verdict'] or '–'} |"
+        )
+    exponents = results["summary"]["growth_exponent"]
+    if exponents.get("funcsplit_compile_and_trace") is not None:
+        lines += [
+            "",
+            "Compile + trace grows with exponent "
+            f"{exponents['funcsplit_compile_and_trace']:.2f} in the number of bindings "
+            "(1 = linear; N ≥ 64).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(results: dict, readme: pathlib.Path) -> None:
+    """Replaces the table between the README's benchmark markers with `readme_table`."""
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + readme_table(results) + text[end:])
 
 
 def write(results: dict, out: pathlib.Path) -> list[pathlib.Path]:

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/run.py --quick    # a few minutes
     python benchmarks/run.py --tiny     # well under a minute: the smoke test's run
     python benchmarks/run.py --out DIR --case routing --case scale
+    python benchmarks/run.py --readme benchmarks/results/results.json   # README table only
 
 Results go to ``benchmarks/out`` (git-ignored) unless ``--out`` says otherwise; the committed
 copy of the latest full run is ``benchmarks/results/``.
@@ -41,7 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--case", action="append", choices=sorted(CASES), help="run only these cases"
     )
+    parser.add_argument(
+        "--readme",
+        metavar="RESULTS_JSON",
+        help="only rewrite the README's benchmark table from a results.json, and exit",
+    )
     args = parser.parse_args(argv)
+    if args.readme:
+        import json
+
+        results = json.loads(pathlib.Path(args.readme).read_text())
+        report.update_readme(results, ROOT / "README.md")
+        print(f"README.md: table from {args.readme}", flush=True)
+        return 0
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     start = time.perf_counter()
     results = {

@@ -69,3 +69,21 @@ def test_markdown_and_plots_written(out):
     for name in ("ratios.png", "pipeline.png", "routing.png", "scale.png", "retracing.png"):
         assert (out / name).stat().st_size > 1000, name
         assert f"({name})" in text, name
+
+
+def test_readme_quotes_the_committed_results():
+    """The README's table is the one `report.readme_table` makes of benchmarks/results/."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import report
+
+    committed = ROOT / "benchmarks" / "results" / "results.json"
+    readme = (ROOT / "README.md").read_text()
+    if not committed.exists():
+        pytest.skip("no committed full run")
+    results = json.loads(committed.read_text())
+    assert results["mode"] == "full"
+    start = readme.index(report.README_START) + len(report.README_START)
+    quoted = readme[start : readme.index(report.README_END)]
+    assert quoted.strip() == report.readme_table(results).strip(), (
+        "run: python benchmarks/run.py --readme benchmarks/results/results.json"
+    )

@@ -7,6 +7,12 @@ first trace of ``split`` and ``loss``. Hand-written: a ``map`` function with the
 sums ``keras.losses.MeanSquaredError()`` over the leaves (the seed's style). Every timed run
 builds fresh functions, so each run pays the whole first trace. The step is a warm call of a
 traced function that returns the total (``compiled.loss`` inside it, as in a training step).
+
+``tf_function_floor`` is a reference, not a baseline: fresh ``tf.function``s with exactly the
+arguments and outputs of ``split`` and ``loss`` (``N`` targets, ``N`` predictions, ``N``
+values and ``N`` counts) that compute nothing. Tracing them costs what TensorFlow charges for
+the placeholders and returned tensors alone; no split and loss with that signature trace
+faster.
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ from benchmarks import harness
 
 CASE = "scale"
 SIZES = {
-    "tiny": {"counts": (8,), "rounds": 1, "calls": 5},
-    "quick": {"counts": (8, 64, 512), "rounds": 2, "calls": 10},
-    "full": {"counts": (8, 16, 32, 64, 128, 256, 512, 1024), "rounds": 5, "calls": 20},
+    "tiny": {"counts": (8,), "rounds": 1, "calls": 5, "step_rounds": 1},
+    "quick": {"counts": (8, 64, 512), "rounds": 2, "calls": 10, "step_rounds": 3},
+    "full": {
+        "counts": (8, 16, 32, 64, 128, 256, 512, 1024),
+        "rounds": 5,
+        "calls": 20,
+        "step_rounds": 11,
+    },
 }
 BATCH = 16
 
@@ -88,7 +99,25 @@ def _trace_runs(n: int) -> dict:
             hand_loss.get_concrete_function(batch, predictions)
         return watch.phases
 
-    return {"funcsplit": funcsplit_run, "handwritten": handwritten_run}
+    names = [b.name for b in split.losses]
+
+    def floor_run():
+        watch = harness.Stopwatch()
+        with watch("trace"):
+            floor_split = tf.function(
+                lambda b: (b["x"], {f"b{i}": b[_key(i)] for i in range(n)}, {}),
+                input_signature=[signature],
+            )
+
+            def floor_loss(targets, predictions, weights):
+                value, count = tf.zeros([]), tf.zeros([], tf.int32)
+                return value, dict.fromkeys(names, value), dict.fromkeys(names, count)
+
+            floor_split.get_concrete_function()
+            tf.function(floor_loss).get_concrete_function(targets, predictions, {})
+        return watch.phases
+
+    return {"funcsplit": funcsplit_run, "handwritten": handwritten_run, "floor": floor_run}
 
 
 def _step_runs(n: int, calls: int) -> dict:
@@ -114,12 +143,13 @@ def _step_runs(n: int, calls: int) -> dict:
     }
 
 
-def one(n: int, rounds: int, calls: int) -> list[dict]:
+def one(n: int, rounds: int, calls: int, step_rounds: int) -> list[dict]:
     """Compile / trace rows and step rows for ``N`` bindings."""
     phases = harness.interleaved(_trace_runs(n), rounds=rounds, warmup=1, self_timed=True)
     compile_s = [p["compile"] for p in phases["funcsplit"]]
     trace_s = [p["trace"] for p in phases["funcsplit"]]
     hand_s = [p["trace"] for p in phases["handwritten"]]
+    floor_s = [p["trace"] for p in phases["floor"]]
     both_s = [c + t for c, t in zip(compile_s, trace_s)]
     config = f"{n} bindings"
     extra = {"bindings": n}
@@ -129,8 +159,10 @@ def one(n: int, rounds: int, calls: int) -> list[dict]:
         harness.row(CASE, config, hand, hand, hand_s, hand_s, **extra),
         harness.row(CASE, config, "funcsplit_trace", hand, trace_s, hand_s, **extra),
         harness.row(CASE, config, "funcsplit_compile_and_trace", hand, both_s, hand_s, **extra),
+        harness.row(CASE, config, "tf_function_floor", None, floor_s, None, **extra),
     ]
-    steps = harness.interleaved(_step_runs(n, calls), rounds=max(rounds, 3), warmup=1)
+    out[-2]["ratio_to_floor"] = harness.paired_ratio(both_s, floor_s)
+    steps = harness.interleaved(_step_runs(n, calls), rounds=step_rounds, warmup=1)
     baselines = dict.fromkeys(steps, "handwritten_step")
     out += harness.rows(CASE, config, steps, baselines, calls=calls, **extra)
     return out
@@ -139,4 +171,5 @@ def one(n: int, rounds: int, calls: int) -> list[dict]:
 def run(mode: str) -> list[dict]:
     """Every ``N`` of the mode."""
     size = SIZES[mode]
-    return [r for n in size["counts"] for r in one(n, size["rounds"], size["calls"])]
+    args = (size["rounds"], size["calls"], size["step_rounds"])
+    return [r for n in size["counts"] for r in one(n, *args)]
