@@ -192,6 +192,21 @@ def test_groups_only_registry_losses_with_distinct_equals_routes():
     assert [len(g) for g in grouped.plan_groups(fs.compile(mixed).plan)] == [TASKS - 1]
 
 
+def test_an_unhashable_row_wise_callable_keeps_the_per_binding_path():
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, y_true, y_pred):
+            return user_ce(y_true, y_pred)
+
+    compiled = fs.compile(make_split(fn=fs.losses.row_wise(Unhashable())))
+    assert grouped.plan_groups(compiled.plan) == []
+    element, predictions = make_element(), heads()
+    assert_same(
+        run(compiled, element, predictions), run(fs.compile(make_split()), *(element, predictions))
+    )
+
+
 def test_row_wise_keras_loss_is_called_unreduced_and_grouped():
     keras_ce = fs.losses.row_wise(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     element, predictions = make_element(5), heads(6)

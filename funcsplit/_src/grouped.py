@@ -68,6 +68,10 @@ def _key(bound: BoundLoss) -> tuple | None:
         return None
     if route is not None and route.op != "equals":
         return None
+    try:
+        hash(fn)  # a row_wise callable of a class with __eq__ but no __hash__
+    except TypeError:
+        return None
     return (fn, None if route is None else route.path, bound.sample_weight, binding.group)
 
 
