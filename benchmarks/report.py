@@ -210,7 +210,7 @@ def _plot_ratios(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_xlabel("time / hand-written baseline (median, quartiles; log)")
     ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -231,7 +231,7 @@ def _plot_pipeline(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_ylabel("elements / s")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -254,7 +254,7 @@ def _plot_routing(rows: list[dict], path: pathlib.Path) -> None:
         ax.set_title(f"{loss} loss", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -273,7 +273,7 @@ def _plot_scale(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_ylabel("seconds")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -288,7 +288,7 @@ def _plot_retracing(rows: list[dict], path: pathlib.Path) -> None:
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 
