@@ -15,9 +15,9 @@ from funcsplit._src import structure
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import raise_if_any
-from funcsplit._src.paths import Path
 from funcsplit._src.plan import Plan
 from funcsplit._src.plan import resolve
+from funcsplit._src.plan import split_parts
 
 
 class TracedFunction:
@@ -79,20 +79,8 @@ class TracedFunction:
 
 
 def _split_function(plan: Plan) -> Callable[[Any], tuple[Any, dict, dict]]:
-    def get(element: Any, path: Path) -> Any:
-        return structure.get(element, path.keys)
-
     def split(element: Any) -> tuple[Any, dict, dict]:
-        inputs = structure.map_leaves(
-            lambda path: get(element, path), plan.inputs, is_leaf=lambda v: isinstance(v, Path)
-        )
-        targets = {b.name: get(element, b.target) for b in plan.losses}
-        weights = {
-            b.name: {role: get(element, path) for role, path in b.weight_leaves.items()}
-            for b in plan.losses
-            if b.weight_leaves
-        }
-        return inputs, targets, weights
+        return split_parts(plan, element)
 
     return split
 

@@ -21,7 +21,6 @@ import numpy as np
 from funcsplit._src import jax_losses
 from funcsplit._src import losses as losses_lib
 from funcsplit._src.errors import SpecError
-from funcsplit._src.errors import describe_callable
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
 from funcsplit._src.plan import binding_arguments
@@ -108,27 +107,14 @@ def _checked_call(bound: BoundLoss, fn: Callable[..., Any], y_true: Any, y_pred:
         if isinstance(error, SpecError):
             raise
         shapes = jax.tree.map(lambda t: getattr(t, "shape", t), (y_true, y_pred))
-        raise SpecError.single(
-            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
-            str(bound.target),
-            "a loss that accepts the target and the predictions "
-            f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-            "check the binding's target and output paths and what the loss expects",
-        ) from error
+        raise bound.call_failure(error, shapes) from error
 
 
 def _per_example(bound: BoundLoss, values: jax.Array, y_pred: Any) -> jax.Array:
     """``[B]`` float32 values: the mean over non-batch axes; a batch mismatch is named."""
     batch = jax.tree.leaves(y_pred)[0].shape[:1]
     if batch and values.shape[0] != batch[0]:
-        raise SpecError.single(
-            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
-            str(bound.target),
-            f"per-example values with batch dimension {batch[0]}",
-            f"values of shape {values.shape}",
-            "return one value per example (or per element), not reduced over the batch",
-        )
+        raise bound.batch_mismatch(batch[0], values.shape)
     values = values.astype(_FLOAT)
     if values.ndim > 1:
         values = jnp.mean(values, axis=tuple(range(1, values.ndim)))
@@ -201,15 +187,8 @@ def _batch_level(
     static_mask: bool = False,
     full: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    where = f"binding {bound.name!r} fn {describe_callable(bound.fn)}"
     if "sample_weight" in bound.weight_leaves or bound.binding.class_weight:
-        raise SpecError.single(
-            where,
-            str(bound.target),
-            "per-example values [B, ...] when the binding has sample or class weights",
-            "one batch-level scalar",
-            "return per-example values, or drop the weights",
-        )
+        raise bound.weighted_batch_level()
     batch = jax.tree.leaves(y_pred)[0].shape[0]
     if mask is None:
         value = jnp.asarray(fn(y_true, y_pred) if full is None else full).astype(_FLOAT)
@@ -219,7 +198,7 @@ def _batch_level(
         if static_mask or _accepts_mask(fn):
             routed = jnp.asarray(fn(y_true, y_pred, mask=mask)).astype(_FLOAT)
         else:
-            routed = _gathered(where, bound, fn, y_true, y_pred, mask)
+            routed = _gathered(bound, fn, y_true, y_pred, mask)
         value = jnp.where(count > 0, routed, 0.0)
     if axis_name is not None:
         local = count.astype(_FLOAT)
@@ -228,13 +207,13 @@ def _batch_level(
 
 
 def _gathered(
-    where: str, bound: BoundLoss, fn: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any
+    bound: BoundLoss, fn: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any
 ) -> jax.Array:
     """A user's batch-level loss over the routed examples: only when the mask is concrete."""
     rows = _concrete(mask)
     if rows is None:
         raise SpecError.single(
-            where,
+            bound.fn_where,
             str(bound.target),
             "under jax.jit, a routed batch-level loss that takes the route as `mask=` "
             "(a static-shape formulation: fn(y_true, y_pred, *, mask))",

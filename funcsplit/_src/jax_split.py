@@ -25,8 +25,8 @@ from funcsplit._src import structure
 from funcsplit._src.errors import Problem
 from funcsplit._src.errors import describe_callable
 from funcsplit._src.errors import raise_if_any
-from funcsplit._src.paths import Path
 from funcsplit._src.plan import Plan
+from funcsplit._src.plan import split_parts
 from funcsplit._src.spec import Leaf
 
 
@@ -187,20 +187,8 @@ def element_problems(plan: Plan, element: Any) -> list[Problem]:
 def split_function(plan: Plan) -> Callable[[Any], tuple[Any, dict, dict]]:
     """The pure ``split(element) -> (inputs, targets, weights)``, checking the element first."""
 
-    def get(element: Any, path: Path) -> Any:
-        return structure.get(element, path.keys)
-
     def split(element: Any) -> tuple[Any, dict, dict]:
         raise_if_any(element_problems(plan, element))
-        inputs = structure.map_leaves(
-            lambda path: get(element, path), plan.inputs, is_leaf=lambda v: isinstance(v, Path)
-        )
-        targets = {b.name: get(element, b.target) for b in plan.losses}
-        weights = {
-            b.name: {role: get(element, path) for role, path in b.weight_leaves.items()}
-            for b in plan.losses
-            if b.weight_leaves
-        }
-        return inputs, targets, weights
+        return split_parts(plan, element)
 
     return split

@@ -20,6 +20,7 @@ from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import Problem
 from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import describe_callable
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import Leaf
@@ -47,6 +48,42 @@ class BoundLoss:
     def name(self) -> str:
         """The binding's name."""
         return self.binding.name
+
+    @property
+    def fn_where(self) -> str:
+        """Where errors about the binding's loss point: its name and ``fn @ file:line``."""
+        return f"binding {self.name!r} fn {describe_callable(self.fn)}"
+
+    def call_failure(self, error: Exception, shapes: tuple[Any, Any]) -> SpecError:
+        """The error for a loss that failed on ``(target, predictions)`` of these shapes."""
+        return SpecError.single(
+            self.fn_where,
+            str(self.target),
+            "a loss that accepts the target and the predictions "
+            f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            "check the binding's target and output paths and what the loss expects",
+        )
+
+    def batch_mismatch(self, batch: Any, shape: Any) -> SpecError:
+        """The error for per-example values whose batch dimension is not ``batch``."""
+        return SpecError.single(
+            self.fn_where,
+            str(self.target),
+            f"per-example values with batch dimension {batch}",
+            f"values of shape {shape}",
+            "return one value per example (or per element), not reduced over the batch",
+        )
+
+    def weighted_batch_level(self) -> SpecError:
+        """The error for a batch-level (scalar) loss on a binding with per-example weights."""
+        return SpecError.single(
+            self.fn_where,
+            str(self.target),
+            "per-example values [B, ...] when the binding has sample or class weights",
+            "one batch-level scalar",
+            "return per-example values, or drop the weights",
+        )
 
     @property
     def weight_leaves(self) -> dict[str, Path]:
@@ -335,6 +372,26 @@ def resolve(split: SplitSpec) -> Plan:
     raise_if_any(r.problems)
     roles = tuple((Path(k), structure.get(r.tree, k), tuple(v)) for k, v in r.roles.items())
     return Plan(split, inputs, tuple(bound), roles)
+
+
+def split_parts(plan: Plan, element: Any) -> tuple[Any, dict, dict]:
+    """``(inputs, targets, weights)`` of one element by the plan's paths (for both lowerings).
+
+    ``inputs`` has the structure of the spec's inputs; ``targets`` maps each binding to its
+    target; ``weights`` maps each binding that has route or sample-weight leaves to them.
+    """
+
+    def get(path: Path) -> Any:
+        return structure.get(element, path.keys)
+
+    inputs = structure.map_leaves(get, plan.inputs, is_leaf=lambda v: isinstance(v, Path))
+    targets = {b.name: get(b.target) for b in plan.losses}
+    weights = {
+        b.name: {role: get(path) for role, path in b.weight_leaves.items()}
+        for b in plan.losses
+        if b.weight_leaves
+    }
+    return inputs, targets, weights
 
 
 def binding_arguments(bound: BoundLoss, targets: Any, weights: Any, where: str) -> tuple[Any, dict]:

@@ -19,7 +19,6 @@ from funcsplit._src import losses as losses_lib
 from funcsplit._src import paths
 from funcsplit._src import structure
 from funcsplit._src.errors import SpecError
-from funcsplit._src.errors import describe_callable
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
 from funcsplit._src.plan import binding_arguments
@@ -169,34 +168,20 @@ def _checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
         if isinstance(error, SpecError):
             raise
         shapes = tf.nest.map_structure(lambda t: getattr(t, "shape", t), (y_true, y_pred))
-        raise SpecError.single(
-            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
-            str(bound.target),
-            "a loss that accepts the target and the predictions "
-            f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-            "check the binding's target and output paths and what the loss expects",
-        ) from error
+        raise bound.call_failure(error, shapes) from error
 
 
 def _per_example(bound: BoundLoss, values: tf.Tensor, y_pred: Any) -> tf.Tensor:
-    where = f"binding {bound.name!r} fn {describe_callable(bound.fn)}"
     if values.shape.rank is None:
         raise SpecError.single(
-            where,
+            bound.fn_where,
             str(bound.target),
             "per-example values [B, ...] or a scalar",
             "values of unknown rank",
         )
     batch = tf.TensorShape(getattr(tf.nest.flatten(y_pred)[0], "shape", None))[:1]
     if batch.rank and batch[0] is not None and values.shape[0] not in (None, batch[0]):
-        raise SpecError.single(
-            where,
-            str(bound.target),
-            f"per-example values with batch dimension {batch[0]}",
-            f"values of shape {values.shape}",
-            "return one value per example (or per element), not reduced over the batch",
-        )
+        raise bound.batch_mismatch(batch[0], values.shape)
     values = tf.cast(values, _FLOAT)
     if values.shape.rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
@@ -275,14 +260,8 @@ def _batch_level(
     builtin: losses_lib.BuiltinLoss | None,
     full: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    if "sample_weight" in (bound.weight_leaves) or bound.binding.class_weight:
-        raise SpecError.single(
-            f"binding {bound.name!r} fn {describe_callable(bound.fn)}",
-            str(bound.target),
-            "per-example values [B, ...] when the binding has sample or class weights",
-            "one batch-level scalar",
-            "return per-example values, or drop the weights",
-        )
+    if "sample_weight" in bound.weight_leaves or bound.binding.class_weight:
+        raise bound.weighted_batch_level()
     batch = tf.shape(tf.nest.flatten(y_pred)[0])[0]
     if mask is None:
         value = tf.cast(builtin(y_true, y_pred) if builtin else full, _FLOAT)
