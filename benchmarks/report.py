@@ -192,6 +192,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: pathlib.Path) -> None:
+    """Writes a figure laid out to fit its labels, and frees it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _plot_ratios(rows: list[dict], path: pathlib.Path) -> None:
     judged = [r for r in rows if r["variant"].startswith("funcsplit") and r["ratio_to_baseline"]]
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.22 * len(judged) + 1)))
@@ -209,9 +216,7 @@ def _plot_ratios(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("time / hand-written baseline (median, quartiles; log)")
     ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_pipeline(rows: list[dict], path: pathlib.Path) -> None:
@@ -230,9 +235,7 @@ def _plot_pipeline(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_xticklabels(configs, fontsize=8)
     ax.set_ylabel("elements / s")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_routing(rows: list[dict], path: pathlib.Path) -> None:
@@ -253,9 +256,7 @@ def _plot_routing(rows: list[dict], path: pathlib.Path) -> None:
         ax.set_ylabel("s per training step")
         ax.set_title(f"{loss} loss", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_scale(rows: list[dict], path: pathlib.Path) -> None:
@@ -272,9 +273,7 @@ def _plot_scale(rows: list[dict], path: pathlib.Path) -> None:
     ax.set_xlabel("bindings (= target leaves)")
     ax.set_ylabel("seconds")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_retracing(rows: list[dict], path: pathlib.Path) -> None:
@@ -287,9 +286,7 @@ def _plot_retracing(rows: list[dict], path: pathlib.Path) -> None:
     right.set_ylabel(f"seconds for {rows[0]['batches']} batches" if rows else "seconds")
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
 
 
 README_START = "<!-- benchmark-table:start -->"

@@ -106,6 +106,19 @@ def assert_same(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
+def both_paths(monkeypatch, split, element, predictions, wrap):
+    """``run`` through the grouped path (checked to be taken), then the per-binding path."""
+    shared = []
+    reduce_group = grouped.reduce_group
+    monkeypatch.setattr(
+        grouped, "reduce_group", lambda *a: shared.append(reduce_group(*a)) or shared[-1]
+    )
+    grouped_result = run(fs.compile(split), element, predictions, WRAPS[wrap])
+    assert shared and shared[-1] is not None  # the grouped path was taken
+    monkeypatch.setattr(grouped, "plan_groups", lambda plan: [])
+    return grouped_result, run(fs.compile(split), element, predictions, WRAPS[wrap])
+
+
 WRAPS = {
     "eager": None,
     "traced": tf.function,
@@ -124,15 +137,7 @@ def test_grouped_equals_per_binding(monkeypatch, wrap, options, fn):
     split = make_split(**options, fn=fn)
     element = make_element(**options)
     predictions = heads()
-    shared = []
-    reduce_group = grouped.reduce_group
-    monkeypatch.setattr(
-        grouped, "reduce_group", lambda *a: shared.append(reduce_group(*a)) or shared[-1]
-    )
-    grouped_result = run(fs.compile(split), element, predictions, WRAPS[wrap])
-    assert shared and shared[-1] is not None  # the grouped path was taken
-    monkeypatch.setattr(grouped, "plan_groups", lambda plan: [])
-    masked_result = run(fs.compile(split), element, predictions, WRAPS[wrap])
+    grouped_result, masked_result = both_paths(monkeypatch, split, element, predictions, wrap)
     assert_same(grouped_result, masked_result)
     task = element["task"].numpy()
     assert grouped_result[2] == {f"task_{t}": int((task == t).sum()) for t in range(TASKS)}
@@ -284,14 +289,6 @@ def test_unrouted_bindings_share_one_call(monkeypatch, wrap, sample_weight):
         f"p{i}": tf.Variable(rng.normal(size=(BATCH, 2)).astype(np.float32)) for i in range(5)
     }
     assert [len(g) for g in grouped.plan_groups(fs.compile(split).plan)] == [5]
-    shared = []
-    reduce_group = grouped.reduce_group
-    monkeypatch.setattr(
-        grouped, "reduce_group", lambda *a: shared.append(reduce_group(*a)) or shared[-1]
-    )
-    grouped_result = run(fs.compile(split), element, predictions, WRAPS[wrap])
-    assert shared and shared[-1] is not None  # the grouped path was taken
-    monkeypatch.setattr(grouped, "plan_groups", lambda plan: [])
-    per_binding_result = run(fs.compile(split), element, predictions, WRAPS[wrap])
+    grouped_result, per_binding_result = both_paths(monkeypatch, split, element, predictions, wrap)
     assert_same(grouped_result, per_binding_result)
     assert grouped_result[2] == {f"b{i}": BATCH for i in range(5)}

@@ -27,14 +27,7 @@ SMALL = {"max_leaves": 7}
 BATCH = st.integers(1, 3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_retracing_warnings():
-    """Every example compiles new functions; TensorFlow's retracing warning is expected."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    yield
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("quiet_retracing_warnings")
 
 
 # ---------------------------------------------------------------- helpers (independent of core)

@@ -28,13 +28,7 @@ NUMERIC = (tf.float32, tf.float64, tf.int32, tf.int64, tf.uint8, tf.bool)
 MAGNITUDE = 1e4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_retracing_warnings():
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    yield
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("quiet_retracing_warnings")
 
 
 # -------------------------------------------------------------------------- NumPy reference

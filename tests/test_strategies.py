@@ -23,13 +23,7 @@ from funcsplit.testing import strategies as fst
 HOWTO = pathlib.Path(__file__).resolve().parents[1] / "docs" / "howto" / "testing.md"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_retracing_warnings():
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    yield
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("quiet_retracing_warnings")
 
 
 def depth(node: Any) -> int:
