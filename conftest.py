@@ -4,6 +4,6 @@ import importlib.util
 
 collect_ignore_glob = []
 if importlib.util.find_spec("jax") is None:
-    collect_ignore_glob += ["funcsplit/jax.py", "funcsplit/_src/jax_*.py"]
+    collect_ignore_glob += ["funcsplit/jax/*"]
 if importlib.util.find_spec("tensorflow_datasets") is None:
-    collect_ignore_glob += ["funcsplit/tfds.py", "funcsplit/_src/tfds_*.py", "funcsplit/demo/*"]
+    collect_ignore_glob += ["funcsplit/tfds/*", "funcsplit/demo/*"]

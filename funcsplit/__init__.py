@@ -9,14 +9,14 @@ from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.bindings import route
-from funcsplit._src.compiler import CompiledSplit
-from funcsplit._src.compiler import compile  # noqa: A004 - the contract's name
 from funcsplit._src.errors import Problem
 from funcsplit._src.errors import SpecError
 from funcsplit._src.paths import Path
-from funcsplit._src.reduction import LossResult
+from funcsplit._src.result import LossResult
 from funcsplit._src.spec import ElementSpec
 from funcsplit._src.spec import Leaf
+from funcsplit._src.tf_compiler import CompiledSplit
+from funcsplit._src.tf_compiler import compile  # noqa: A004 - the contract's name
 
 __version__ = "0.1.0"
 

@@ -21,7 +21,7 @@ def describe_command(target: str) -> str:
     """The routing table of a `SplitSpec` / `CompiledSplit` (or a function returning one).
 
     Examples:
-        >>> text = describe_command("funcsplit._src.examples_for_cli:split")
+        >>> text = describe_command("funcsplit.demo.example_split:split")
         >>> "label" in text
         True
     """

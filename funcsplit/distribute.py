@@ -20,11 +20,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from funcsplit._src.compiler import CompiledSplit
 from funcsplit._src.errors import SpecError
-from funcsplit._src.reduction import LossResult
-from funcsplit._src.reduction import global_sum
-from funcsplit._src.reduction import replicas_in_sync
+from funcsplit._src.result import LossResult
+from funcsplit._src.tf_compiler import CompiledSplit
+from funcsplit._src.tf_replicas import global_sum
+from funcsplit._src.tf_replicas import replicas_in_sync
 
 __all__ = [
     "apply_with_service",

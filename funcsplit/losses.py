@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from funcsplit._src.losses import NAMES
-from funcsplit._src.losses import BuiltinLoss
-from funcsplit._src.losses import RowWise
-from funcsplit._src.losses import make as _make
+from funcsplit._src.registry import NAMES
+from funcsplit._src.registry import BuiltinLoss
+from funcsplit._src.registry import RowWise
+from funcsplit._src.registry import make as _make
 
 __all__ = [
     "NAMES",

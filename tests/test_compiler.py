@@ -292,7 +292,7 @@ class TestDescribeAndPurity:
     def test_cli_describe(self, capsys):
         from funcsplit import cli
 
-        assert cli.main(["describe", "funcsplit._src.examples_for_cli:split"]) == 0
+        assert cli.main(["describe", "funcsplit.demo.example_split:split"]) == 0
         assert "target of label" in capsys.readouterr().out
 
 

@@ -1,4 +1,4 @@
-"""Bindings that share a row-wise loss and a route key take one loss call (`_src/grouped.py`).
+"""Bindings that share a row-wise loss and a route key take one loss call (`_src/tf_grouped.py`).
 
 The grouped path must give what the per-binding masked path gives: values, counts and
 gradients, eagerly, traced and under XLA, with sample weights, examples routed nowhere,
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import funcsplit as fs
-from funcsplit._src import grouped
+from funcsplit._src import tf_grouped as grouped
 
 TASKS = 4
 CLASSES = 5

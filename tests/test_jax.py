@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import funcsplit as fs  # noqa: E402
 import funcsplit.jax as fsj  # noqa: E402
-from funcsplit._src.losses import NAMES  # noqa: E402
+from funcsplit._src.registry import NAMES  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-6
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import funcsplit as fs
-from funcsplit._src import losses as losses_lib
+from funcsplit._src import registry as losses_lib
 
 RNG = np.random.default_rng(3)
 B, C = 5, 4

@@ -10,8 +10,8 @@ from typing import Protocol
 
 import attrs
 
-from funcsplit._src import losses as losses_lib
 from funcsplit._src import paths
+from funcsplit._src import registry
 from funcsplit._src import structure
 from funcsplit._src.errors import SpecError
 from funcsplit._src.paths import Path
@@ -207,7 +207,7 @@ class LossBinding:
     def __attrs_post_init__(self) -> None:
         where = f"LossBinding {self.name!r} (target {self.target})"
         if isinstance(self.fn, str):
-            losses_lib.get(self.fn, where=where, path=str(self.target))
+            registry.get(self.fn, where=where, path=str(self.target))
         elif not callable(self.fn):
             raise SpecError.single(
                 where,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from funcsplit._src.losses import BuiltinLoss
-from funcsplit._src.losses import RowWise
 from funcsplit._src.plan import Plan
+from funcsplit._src.registry import BuiltinLoss
+from funcsplit._src.registry import RowWise
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:

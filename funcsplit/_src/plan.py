@@ -12,15 +12,13 @@ from typing import Any
 import attrs
 import tensorflow as tf
 
-from funcsplit._src import losses as losses_lib
 from funcsplit._src import paths
+from funcsplit._src import registry
 from funcsplit._src import structure
 from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import Problem
-from funcsplit._src.errors import SpecError
-from funcsplit._src.errors import describe_callable
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import Leaf
@@ -48,42 +46,6 @@ class BoundLoss:
     def name(self) -> str:
         """The binding's name."""
         return self.binding.name
-
-    @property
-    def fn_where(self) -> str:
-        """Where errors about the binding's loss point: its name and ``fn @ file:line``."""
-        return f"binding {self.name!r} fn {describe_callable(self.fn)}"
-
-    def call_failure(self, error: Exception, shapes: tuple[Any, Any]) -> SpecError:
-        """The error for a loss that failed on ``(target, predictions)`` of these shapes."""
-        return SpecError.single(
-            self.fn_where,
-            str(self.target),
-            "a loss that accepts the target and the predictions "
-            f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-            "check the binding's target and output paths and what the loss expects",
-        )
-
-    def batch_mismatch(self, batch: Any, shape: Any) -> SpecError:
-        """The error for per-example values whose batch dimension is not ``batch``."""
-        return SpecError.single(
-            self.fn_where,
-            str(self.target),
-            f"per-example values with batch dimension {batch}",
-            f"values of shape {shape}",
-            "return one value per example (or per element), not reduced over the batch",
-        )
-
-    def weighted_batch_level(self) -> SpecError:
-        """The error for a batch-level (scalar) loss on a binding with per-example weights."""
-        return SpecError.single(
-            self.fn_where,
-            str(self.target),
-            "per-example values [B, ...] when the binding has sample or class weights",
-            "one batch-level scalar",
-            "return per-example values, or drop the weights",
-        )
 
     @property
     def weight_leaves(self) -> dict[str, Path]:
@@ -208,7 +170,7 @@ def _resolve_route(r: _Resolver, binding: LossBinding, where: str) -> Route | No
 
 def _resolve_binding(r: _Resolver, index: int, binding: LossBinding) -> BoundLoss | None:
     where = f"losses[{index}] {binding.name!r}"
-    fn = losses_lib.as_loss(binding.fn)
+    fn = registry.as_loss(binding.fn)
     target = r.path(binding.target, f"{where} target")
     ok = target is not None
     if target is not None:
@@ -218,7 +180,7 @@ def _resolve_binding(r: _Resolver, index: int, binding: LossBinding) -> BoundLos
         if any(leaf.rank == 0 for leaf in leaves):
             r.add(f"{where} target", target, "targets with a batch dimension", "a scalar leaf")
             ok = False
-        builtin = isinstance(fn, losses_lib.BuiltinLoss)
+        builtin = isinstance(fn, registry.BuiltinLoss)
         if (builtin or binding.class_weight) and not isinstance(node, Leaf):
             r.add(
                 f"{where} target",
@@ -258,7 +220,7 @@ def _resolve_binding(r: _Resolver, index: int, binding: LossBinding) -> BoundLos
                 sample_weight = Path(keys)
         ok = ok and sample_weight is not None
     if (
-        isinstance(fn, losses_lib.BuiltinLoss)
+        isinstance(fn, registry.BuiltinLoss)
         and fn.batch_level
         and (binding.sample_weight is not None or binding.class_weight)
     ):
@@ -372,50 +334,3 @@ def resolve(split: SplitSpec) -> Plan:
     raise_if_any(r.problems)
     roles = tuple((Path(k), structure.get(r.tree, k), tuple(v)) for k, v in r.roles.items())
     return Plan(split, inputs, tuple(bound), roles)
-
-
-def split_parts(plan: Plan, element: Any) -> tuple[Any, dict, dict]:
-    """``(inputs, targets, weights)`` of one element by the plan's paths (for both lowerings).
-
-    ``inputs`` has the structure of the spec's inputs; ``targets`` maps each binding to its
-    target; ``weights`` maps each binding that has route or sample-weight leaves to them.
-    """
-
-    def get(path: Path) -> Any:
-        return structure.get(element, path.keys)
-
-    inputs = structure.map_leaves(get, plan.inputs, is_leaf=lambda v: isinstance(v, Path))
-    targets = {b.name: get(b.target) for b in plan.losses}
-    weights = {
-        b.name: {role: get(path) for role, path in b.weight_leaves.items()}
-        for b in plan.losses
-        if b.weight_leaves
-    }
-    return inputs, targets, weights
-
-
-def binding_arguments(bound: BoundLoss, targets: Any, weights: Any, where: str) -> tuple[Any, dict]:
-    """The target and the weight leaves that `split` gave one binding (for both lowerings).
-
-    Raises:
-        SpecError: naming the binding when its target or a weight leaf is missing.
-    """
-    if bound.name not in targets:
-        raise SpecError.single(
-            f"{where} targets",
-            bound.name,
-            f"a target for binding {bound.name!r}",
-            f"keys {sorted(targets)}",
-            "pass the targets that split() returned",
-        )
-    extra = weights.get(bound.name, {})
-    missing = [k for k in bound.weight_leaves if k not in extra]
-    if missing:
-        raise SpecError.single(
-            f"{where} weights",
-            bound.name,
-            f"the {missing} leaves",
-            f"{sorted(extra)}",
-            "pass the weights that split() returned",
-        )
-    return targets[bound.name], extra

@@ -18,16 +18,16 @@ import jax.numpy as jnp
 import keras
 import tensorflow as tf
 
-from funcsplit._src import jax_losses
-from funcsplit._src import losses as losses_lib
 from funcsplit._src import paths
+from funcsplit._src import registry
 from funcsplit._src import structure
 from funcsplit._src.errors import Problem
 from funcsplit._src.errors import describe_callable
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.plan import Plan
-from funcsplit._src.plan import split_parts
+from funcsplit._src.routing import split_parts
 from funcsplit._src.spec import Leaf
+from funcsplit.jax import _losses as jax_losses
 
 
 def carry_problems(plan: Plan) -> list[Problem]:
@@ -83,7 +83,7 @@ def _route_value_problems(plan: Plan) -> list[Problem]:
 def jax_loss_fn(index: int, bound: Any, problems: list[Problem]) -> Any:
     """A binding's fn for JAX: registry losses as they are, Keras losses translated."""
     fn = bound.fn
-    if isinstance(fn, losses_lib.RowWise):  # JAX calls it per binding: the inner loss
+    if isinstance(fn, registry.RowWise):  # JAX calls it per binding: the inner loss
         fn = fn.fn
     if not isinstance(fn, keras.losses.Loss):
         return fn

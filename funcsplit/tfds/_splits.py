@@ -1,24 +1,6 @@
-"""TensorFlow Datasets: element specs and loss bindings from TFDS builders and datasets.
-
-Declare a split before reading any data: `element_spec` reads the structure of a builder's
-examples from its features (exactly as ``tfds.load`` decodes them), with the changes your
-preprocessing makes (``replace=``), as ``as_supervised`` tuples, and batched densely or with
-``ragged_batch``. `feature_bindings` binds one loss per feature under a prefix (celeb_a's
-40 ``attributes``), `supervised_split` declares the whole split of an ``as_supervised`` dataset,
-and `num_classes` reads the class counts of ``ClassLabel`` features for the model's heads.
-
-Needs the optional dependency ``tensorflow-datasets`` (``pip install "funcsplit[demo]"``).
-"""
+"""Element specs, bindings and splits from TFDS builders, infos, features and datasets."""
 
 from __future__ import annotations
-
-try:
-    import tensorflow_datasets as _tfds  # noqa: F401 - checked here, used in _src.tfds_spec
-except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "funcsplit.tfds needs the optional dependency tensorflow-datasets: "
-        'pip install "funcsplit[demo]" (or "funcsplit[test]")'
-    ) from _error
 
 from collections.abc import Mapping
 from typing import Any
@@ -26,21 +8,13 @@ from typing import Any
 import tensorflow as tf
 
 from funcsplit._src import structure
-from funcsplit._src import tfds_spec
 from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import SpecError
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import ElementSpec
-
-__all__ = [
-    "binding_name",
-    "element_spec",
-    "feature_bindings",
-    "num_classes",
-    "supervised_split",
-]
+from funcsplit.tfds import _features
 
 
 def element_spec(
@@ -110,15 +84,15 @@ def element_spec(
             "batched= only with a tf.data.Dataset source",
             f"batched={batched!r} with a {type(source).__name__}",
         )
-    features = tfds_spec.features_of(source, where)
-    tree = tfds_spec.example_type_spec(features, decoders)
+    features = _features.features_of(source, where)
+    tree = _features.example_type_spec(features, decoders)
     if replace:
-        tree = tfds_spec.replace_leaves(tree, replace, f"{where} replace")
+        tree = _features.replace_leaves(tree, replace, f"{where} replace")
     if as_supervised:
-        keys = tfds_spec.supervised_keys_of(source, where)
-        tree = tfds_spec.supervised(tree, keys, where)
+        keys = _features.supervised_keys_of(source, where)
+        tree = _features.supervised(tree, keys, where)
     if ragged:
-        return ElementSpec(tfds_spec.map_specs(tfds_spec.ragged_batched, tree))
+        return ElementSpec(_features.map_specs(_features.ragged_batched, tree))
     return ElementSpec.from_structure(tree, batched=False)
 
 
@@ -139,7 +113,7 @@ def binding_name(path: str | Path | tuple) -> str:
         'objects_label'
     """
     keys = Path.parse(path).keys if isinstance(path, str) else Path(path).keys
-    return tfds_spec.safe_name(keys)
+    return _features.safe_name(keys)
 
 
 def feature_bindings(
@@ -190,7 +164,7 @@ def feature_bindings(
     below = [keys for keys, _ in structure.iter_paths(node)]
     bindings = []
     for keys in below:
-        key = tfds_spec.safe_name(keys or root.keys[-1:])
+        key = _features.safe_name(keys or root.keys[-1:])
         label = name.format(key=key)
         out = None if output is None else output.format(name=label, key=key)
         bindings.append(
@@ -248,7 +222,7 @@ def supervised_split(
         keys: Any = None
     else:
         spec = element_spec(source, as_supervised=True, ragged=ragged, replace=replace)
-        keys = tfds_spec.supervised_keys_of(source, "fs.tfds.supervised_split")
+        keys = _features.supervised_keys_of(source, "fs.tfds.supervised_split")
     parts = spec.structure
     if not isinstance(parts, tuple) or len(parts) not in (2, 3):
         raise SpecError.single(
@@ -260,7 +234,7 @@ def supervised_split(
         )
     if name is None:
         target_key = keys[1] if keys is not None else None
-        name = tfds_spec.safe_name((target_key,)) if isinstance(target_key, str) else "target"
+        name = _features.safe_name((target_key,)) if isinstance(target_key, str) else "target"
     binding = LossBinding(
         name,
         fn,
@@ -291,4 +265,4 @@ def num_classes(source: Any) -> dict[str, int]:
         ...     "label": tfds.features.ClassLabel(names=["cat", "dog"])}))
         {'label': 2, 'objects/label': 80}
     """
-    return tfds_spec.class_counts(tfds_spec.features_of(source, "fs.tfds.num_classes"))
+    return _features.class_counts(_features.features_of(source, "fs.tfds.num_classes"))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from funcsplit._src import losses as losses_lib
+from funcsplit._src import registry
 from funcsplit._src.errors import SpecError
 
 EPSILON = 1e-7  # keras.backend.epsilon()
@@ -175,7 +175,7 @@ _IMPL: dict[str, Callable[..., jax.Array]] = {
 }
 
 
-def registry_loss(loss: str | losses_lib.BuiltinLoss) -> Callable[..., jax.Array]:
+def registry_loss(loss: str | registry.BuiltinLoss) -> Callable[..., jax.Array]:
     """The JAX function of a registry loss, its options bound: ``fn(y_true, y_pred)``.
 
     ``dice`` also takes ``mask=`` (a ``[B]`` bool array: the examples it is computed over).
@@ -198,9 +198,9 @@ def registry_loss(loss: str | losses_lib.BuiltinLoss) -> Callable[..., jax.Array
         >>> [round(v, 4) for v in huber(np.zeros((1, 1)), np.full((1, 1), 2.0)).tolist()]
         [0.875]
     """
-    builtin = losses_lib.as_loss(loss)
+    builtin = registry.as_loss(loss)
     impl = _IMPL[builtin.name]
-    kwargs = {**losses_lib._REGISTRY[builtin.name][0], **dict(builtin.options)}
+    kwargs = builtin.kwargs()
 
     def fn(y_true: Any, y_pred: Any, **extra: Any) -> jax.Array:
         return impl(y_true, y_pred, **kwargs, **extra)
@@ -227,7 +227,7 @@ _KERAS_CLASSES: dict[type, tuple[str, tuple[str, ...]]] = {
 _NEUTRAL = {"axis": -1, "ignore_class": None}
 
 
-def from_keras(loss: keras.losses.Loss) -> losses_lib.BuiltinLoss | None:
+def from_keras(loss: keras.losses.Loss) -> registry.BuiltinLoss | None:
     """The registry loss equal to a Keras ``Loss`` object, or None if there is none.
 
     Only the exact classes above with Keras's float32 dtype and default ``axis`` /
@@ -243,6 +243,6 @@ def from_keras(loss: keras.losses.Loss) -> losses_lib.BuiltinLoss | None:
     if set(kwargs) - set(options):
         return None
     try:
-        return losses_lib.make(name, **{k: kwargs[k] for k in options if k in kwargs})
+        return registry.make(name, **{k: kwargs[k] for k in options if k in kwargs})
     except SpecError:
         return None

@@ -1,4 +1,4 @@
-"""Lower a plan's bindings to TensorFlow: route masks, safe targets, exact reduction.
+"""One binding's loss in TensorFlow: route masks, safe targets, exact reduction.
 
 For a per-example loss the value is ``Σ_i w_i·l_i / Σ_i w_i`` where ``w_i`` is the route mask
 times the sample weight times the class weight (each 1 when absent). Routing is by masks
@@ -10,53 +10,19 @@ with several replicas, denominators are summed across replicas.
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
-import keras
 import tensorflow as tf
 
-from funcsplit._src import losses as losses_lib
-from funcsplit._src import paths
-from funcsplit._src import structure
+from funcsplit._src import loss_errors
+from funcsplit._src import registry
 from funcsplit._src.errors import SpecError
 from funcsplit._src.plan import BoundLoss
-from funcsplit._src.plan import Plan
-from funcsplit._src.plan import binding_arguments
+from funcsplit._src.tf_losses import call_loss
+from funcsplit._src.tf_losses import masked_batch_level
+from funcsplit._src.tf_replicas import global_sum
+from funcsplit._src.tf_replicas import replicas_in_sync
 
 _FLOAT = tf.float32
-
-
-class LossResult(NamedTuple):
-    """What `CompiledSplit.loss` returns.
-
-    Attributes:
-        total: scalar, ``Σ_b weight_b · per_loss[b]``.
-        per_loss: ``{binding name: scalar}``, each unweighted by the binding's ``weight``.
-        counts: ``{binding name: int32 scalar}``, examples routed to each binding in this
-            batch (this replica's share under `tf.distribute`).
-
-    Examples:
-        >>> import funcsplit as fs
-        >>> fs.LossResult(total=0.0, per_loss={}, counts={}).total
-        0.0
-    """
-
-    total: Any
-    per_loss: dict[str, Any]
-    counts: dict[str, Any]
-
-
-def replicas_in_sync() -> int:
-    """The number of replicas of the current replica context (1 outside `tf.distribute`)."""
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
-
-
-def global_sum(value: tf.Tensor) -> tf.Tensor:
-    """Sums ``value`` across replicas inside a replica context; returns it unchanged otherwise."""
-    if replicas_in_sync() > 1:
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
-    return value
 
 
 def route_mask(route: Any, leaf: tf.Tensor) -> tf.Tensor:
@@ -110,13 +76,6 @@ def _gather(value: Any, mask: tf.Tensor) -> Any:
     return tf.nest.map_structure(one, value)
 
 
-def call_loss(fn: Any, y_true: Any, y_pred: Any) -> Any:
-    """Calls a binding's loss: Keras ``Loss`` objects unreduced, others as they are."""
-    if isinstance(fn, keras.losses.Loss):
-        return losses_lib.keras_unreduced(fn, y_true, y_pred)
-    return fn(y_true, y_pred)
-
-
 def _class_weights(bound: BoundLoss, y_true: tf.Tensor) -> tf.Tensor:
     pairs = bound.binding.class_weight
     top = max(c for c, _ in pairs)
@@ -137,30 +96,7 @@ def _class_weights(bound: BoundLoss, y_true: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.constant(table, _FLOAT), labels)
 
 
-def select_output(plan: Plan, bound: BoundLoss, predictions: Any) -> Any:
-    """The part of ``predictions`` a binding's ``output`` names (within its group, if any)."""
-    binding = bound.binding
-    where = f"binding {binding.name!r} output"
-    if binding.group is not None:
-        if not isinstance(predictions, dict) or binding.group not in predictions:
-            found = (
-                sorted(predictions) if isinstance(predictions, dict) else type(predictions).__name__
-            )
-            raise SpecError.single(
-                where,
-                binding.group,
-                f"predictions keyed by group, with {binding.group!r}",
-                str(found),
-                "pass predictions={group: model_output, ...}",
-            )
-        predictions = predictions[binding.group]
-    if binding.output is None:
-        return predictions
-    keys = paths.resolve(predictions, binding.output, where)
-    return structure.get(predictions, keys)
-
-
-def _checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
+def checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
     """Calls the binding's loss; a failure while tracing names the binding and its ``fn``."""
     try:
         return call_loss(bound.fn, y_true, y_pred)
@@ -168,20 +104,16 @@ def _checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
         if isinstance(error, SpecError):
             raise
         shapes = tf.nest.map_structure(lambda t: getattr(t, "shape", t), (y_true, y_pred))
-        raise bound.call_failure(error, shapes) from error
+        raise loss_errors.call_failure(bound, error, shapes) from error
 
 
-def _per_example(bound: BoundLoss, values: tf.Tensor, y_pred: Any) -> tf.Tensor:
+def per_example(bound: BoundLoss, values: tf.Tensor, y_pred: Any) -> tf.Tensor:
+    """Checks a loss's values are per example and reduces them to ``[B]`` float32 means."""
     if values.shape.rank is None:
-        raise SpecError.single(
-            bound.fn_where,
-            str(bound.target),
-            "per-example values [B, ...] or a scalar",
-            "values of unknown rank",
-        )
+        raise loss_errors.unknown_rank(bound)
     batch = tf.TensorShape(getattr(tf.nest.flatten(y_pred)[0], "shape", None))[:1]
     if batch.rank and batch[0] is not None and values.shape[0] not in (None, batch[0]):
-        raise bound.batch_mismatch(batch[0], values.shape)
+        raise loss_errors.batch_mismatch(bound, batch[0], values.shape)
     values = tf.cast(values, _FLOAT)
     if values.shape.rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
@@ -206,12 +138,12 @@ def reduce_binding(
     if mask is not None:
         y_true = safe_targets(y_true, mask)
     fn = bound.fn
-    if isinstance(fn, losses_lib.BuiltinLoss) and fn.batch_level:
+    if isinstance(fn, registry.BuiltinLoss) and fn.batch_level:
         return _batch_level(bound, y_true, y_pred, mask, builtin=fn)
-    values = tf.convert_to_tensor(_checked_call(bound, y_true, y_pred))
+    values = tf.convert_to_tensor(checked_call(bound, y_true, y_pred))
     if values.shape.rank == 0:
         return _batch_level(bound, y_true, y_pred, mask, builtin=None, full=values)
-    values = _per_example(bound, values, y_pred)
+    values = per_example(bound, values, y_pred)
 
     def batch() -> tf.Tensor:  # values are [B]: one Size op, built only where needed
         return tf.size(values, out_type=tf.int32)
@@ -257,19 +189,20 @@ def _batch_level(
     y_pred: Any,
     mask: tf.Tensor | None,
     *,
-    builtin: losses_lib.BuiltinLoss | None,
+    builtin: registry.BuiltinLoss | None,
     full: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     if "sample_weight" in bound.weight_leaves or bound.binding.class_weight:
-        raise bound.weighted_batch_level()
+        raise loss_errors.weighted_batch_level(bound)
     batch = tf.shape(tf.nest.flatten(y_pred)[0])[0]
     if mask is None:
-        value = tf.cast(builtin(y_true, y_pred) if builtin else full, _FLOAT)
+        value = tf.cast(call_loss(builtin, y_true, y_pred) if builtin else full, _FLOAT)
         count = batch
     else:
         count = tf.reduce_sum(tf.cast(mask, tf.int32))
         if builtin is not None:
-            value = tf.where(count > 0, tf.cast(builtin.masked(y_true, y_pred, mask), _FLOAT), 0.0)
+            masked = masked_batch_level(builtin, y_true, y_pred, mask)
+            value = tf.where(count > 0, tf.cast(masked, _FLOAT), 0.0)
         else:
             routed_true, routed_pred = _gather(y_true, mask), _gather(y_pred, mask)
             value = tf.cond(
@@ -281,39 +214,3 @@ def _batch_level(
         local = tf.cast(count, _FLOAT)
         value = tf.math.divide_no_nan(value * local, global_sum(local))
     return value, count
-
-
-def loss_function(plan: Plan):
-    """Builds the pure loss function ``(targets, predictions, weights) -> LossResult``."""
-    from funcsplit._src import grouped  # grouped builds on this module
-
-    # Bindings of one registry loss, unrouted or routed by one key, share a call (`grouped`).
-    group_of = {b.name: group for group in grouped.plan_groups(plan) for b in group}
-
-    def loss(targets: Any, predictions: Any, weights: Any = None) -> LossResult:
-        weights = {} if weights is None else weights
-        per_loss, counts = {}, {}
-        shared: dict[str, tuple[tf.Tensor, tf.Tensor] | None] = {}
-        total = tf.constant(0.0, _FLOAT)
-        totals = {}  # a group's Σ weight · value, added where its first binding is
-        for bound in plan.losses:
-            target, extra = binding_arguments(bound, targets, weights, "CompiledSplit.loss")
-            group = group_of.get(bound.name)
-            if group is not None and bound.name not in shared:
-                found = grouped.reduce_group(plan, group, targets, predictions, weights)
-                shared.update(found.results if found else dict.fromkeys(b.name for b in group))
-                totals[bound.name] = None if found is None else found.total
-            if shared.get(bound.name) is not None:
-                per_loss[bound.name], counts[bound.name] = shared[bound.name]
-                if totals.get(bound.name) is not None:
-                    total = total + totals[bound.name]
-                continue
-            y_pred = select_output(plan, bound, predictions)
-            value, count = reduce_binding(bound, target, y_pred, extra)
-            per_loss[bound.name] = value
-            counts[bound.name] = count
-            weighted = value if bound.binding.weight == 1.0 else bound.binding.weight * value
-            total = total + weighted
-        return LossResult(total, per_loss, counts)
-
-    return loss

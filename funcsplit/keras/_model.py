@@ -22,12 +22,16 @@ import keras
 import tensorflow as tf
 from keras.src.utils import tracking
 
-from funcsplit._src import reduction
-from funcsplit._src.compiler import CompiledSplit
 from funcsplit._src.errors import Problem
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import close_matches
 from funcsplit._src.errors import raise_if_any
+from funcsplit._src.routing import select_output
+from funcsplit._src.tf_compiler import CompiledSplit
+from funcsplit._src.tf_reduction import route_mask
+from funcsplit._src.tf_reduction import safe_targets
+from funcsplit._src.tf_replicas import global_sum
+from funcsplit._src.tf_replicas import replicas_in_sync
 
 
 class _GlobalBatchMean(keras.metrics.Mean):
@@ -39,9 +43,9 @@ class _GlobalBatchMean(keras.metrics.Mean):
     """
 
     def update_state(self, values: Any, sample_weight: Any = None) -> Any:
-        replicas = reduction.replicas_in_sync()
+        replicas = replicas_in_sync()
         if sample_weight is not None and replicas > 1:
-            sample_weight = reduction.global_sum(tf.cast(sample_weight, tf.float32)) / replicas
+            sample_weight = global_sum(tf.cast(sample_weight, tf.float32)) / replicas
         return super().update_state(values, sample_weight=sample_weight)
 
 
@@ -301,10 +305,10 @@ class RoutedModel(keras.Model):
         # every input as a compile-time constant (a recompile per batch under jit_compile).
         loss = self.compiled_split.loss.python_function
         result = loss(y, y_pred, {} if sample_weight is None else sample_weight)
-        replicas = reduction.replicas_in_sync()
+        replicas = replicas_in_sync()
         for name, tracker in zip(self.compiled_split.names, self.binding_loss_trackers):
-            value = reduction.global_sum(result.per_loss[name])
-            count = reduction.global_sum(tf.cast(result.counts[name], tf.float32))
+            value = global_sum(result.per_loss[name])
+            count = global_sum(tf.cast(result.counts[name], tf.float32))
             tracker.update_state(value, sample_weight=count / replicas)
         total = result.total
         if self.losses:
@@ -335,13 +339,13 @@ class RoutedModel(keras.Model):
             batch = tf.shape(tf.nest.flatten(target, expand_composites=False)[0])[0]
             weight = tf.ones([batch], tf.float32)
             if bound.route is not None:
-                mask = reduction.route_mask(bound.route, extra["route"])
-                target = reduction.safe_targets(target, mask)
+                mask = route_mask(bound.route, extra["route"])
+                target = safe_targets(target, mask)
                 weight = tf.cast(mask, tf.float32)
             if "sample_weight" in extra:
                 weight = weight * tf.reshape(tf.cast(extra["sample_weight"], tf.float32), [-1])
             y_true[bound.name] = target
-            outputs[bound.name] = reduction.select_output(plan, bound, y_pred)
+            outputs[bound.name] = select_output(bound, y_pred)
             weights[bound.name] = weight
         return y_true, outputs, weights
 

@@ -15,13 +15,14 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from funcsplit._src import reduction
 from funcsplit._src import structure
-from funcsplit._src.compiler import CompiledSplit
-from funcsplit._src.compiler import TracedFunction
 from funcsplit._src.errors import Problem
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import raise_if_any
+from funcsplit._src.result import LossResult
+from funcsplit._src.tf_compiler import CompiledSplit
+from funcsplit._src.tf_compiler import TracedFunction
+from funcsplit._src.tf_replicas import replicas_in_sync
 
 _WHERE = "fs.keras.train_step"
 
@@ -154,13 +155,13 @@ def _regularization(models: Mapping[str, Any]) -> tf.Tensor | float:
     penalties = [tf.reduce_sum(tf.cast(v, tf.float32)) for m in models.values() for v in m.losses]
     if not penalties:
         return 0.0
-    return tf.add_n(penalties) / reduction.replicas_in_sync()
+    return tf.add_n(penalties) / replicas_in_sync()
 
 
 def _step_function(compiled: CompiledSplit, models: dict, optimizers: dict):
     groups = compiled.groups
 
-    def step(element: Any) -> reduction.LossResult:
+    def step(element: Any) -> LossResult:
         inputs, targets, weights = element
         with tf.GradientTape() as tape:
             if groups:

@@ -1,11 +1,11 @@
 """Lower a plan's bindings to JAX: route masks, safe targets, the exact reduction.
 
-The same formulas as the TensorFlow lowering (``reduction.py``): for a per-example loss
-``Σ_i w_i·l_i / Σ_i w_i`` with ``w_i`` the route mask times the sample weight times the class
-weight; routed-away targets replaced by zeros before the loss sees them; an empty route gives
-0 with finite gradients (a double-``where`` division). Shapes are static, so every function
-here is jittable; with ``axis_name`` (inside ``shard_map`` / ``pmap``) denominators are summed
-over that axis, as the TF lowering sums them over replicas.
+The same formulas as the TensorFlow lowering (``funcsplit/_src/tf_reduction.py``): for a
+per-example loss ``Σ_i w_i·l_i / Σ_i w_i`` with ``w_i`` the route mask times the sample weight
+times the class weight; routed-away targets replaced by zeros before the loss sees them; an
+empty route gives 0 with finite gradients (a double-``where`` division). Shapes are static, so
+every function here is jittable; with ``axis_name`` (inside ``shard_map`` / ``pmap``)
+denominators are summed over that axis, as the TF lowering sums them over replicas.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcsplit._src import jax_losses
-from funcsplit._src import losses as losses_lib
+from funcsplit._src import loss_errors
+from funcsplit._src import registry
 from funcsplit._src.errors import SpecError
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
-from funcsplit._src.plan import binding_arguments
-from funcsplit._src.reduction import LossResult
-from funcsplit._src.reduction import select_output
+from funcsplit._src.result import LossResult
+from funcsplit._src.routing import binding_arguments
+from funcsplit._src.routing import select_output
+from funcsplit.jax import _losses as jax_losses
 
 _FLOAT = jnp.float32
 
@@ -79,7 +80,7 @@ def _global_sum(value: jax.Array, axis_name: Hashable | None) -> jax.Array:
 
 def _loss_callable(bound: BoundLoss) -> Callable[..., Any]:
     fn = bound.fn
-    return jax_losses.registry_loss(fn) if isinstance(fn, losses_lib.BuiltinLoss) else fn
+    return jax_losses.registry_loss(fn) if isinstance(fn, registry.BuiltinLoss) else fn
 
 
 def _accepts_mask(fn: Callable[..., Any]) -> bool:
@@ -107,14 +108,14 @@ def _checked_call(bound: BoundLoss, fn: Callable[..., Any], y_true: Any, y_pred:
         if isinstance(error, SpecError):
             raise
         shapes = jax.tree.map(lambda t: getattr(t, "shape", t), (y_true, y_pred))
-        raise bound.call_failure(error, shapes) from error
+        raise loss_errors.call_failure(bound, error, shapes) from error
 
 
 def _per_example(bound: BoundLoss, values: jax.Array, y_pred: Any) -> jax.Array:
     """``[B]`` float32 values: the mean over non-batch axes; a batch mismatch is named."""
     batch = jax.tree.leaves(y_pred)[0].shape[:1]
     if batch and values.shape[0] != batch[0]:
-        raise bound.batch_mismatch(batch[0], values.shape)
+        raise loss_errors.batch_mismatch(bound, batch[0], values.shape)
     values = values.astype(_FLOAT)
     if values.ndim > 1:
         values = jnp.mean(values, axis=tuple(range(1, values.ndim)))
@@ -144,7 +145,7 @@ def reduce_binding(
     if mask is not None:
         y_true = safe_targets(y_true, mask)
     fn = _loss_callable(bound)
-    if isinstance(bound.fn, losses_lib.BuiltinLoss) and bound.fn.batch_level:
+    if isinstance(bound.fn, registry.BuiltinLoss) and bound.fn.batch_level:
         return _batch_level(bound, fn, y_true, y_pred, mask, axis_name, static_mask=True)
     values = jnp.asarray(_checked_call(bound, fn, y_true, y_pred))
     if values.ndim == 0:
@@ -188,7 +189,7 @@ def _batch_level(
     full: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     if "sample_weight" in bound.weight_leaves or bound.binding.class_weight:
-        raise bound.weighted_batch_level()
+        raise loss_errors.weighted_batch_level(bound)
     batch = jax.tree.leaves(y_pred)[0].shape[0]
     if mask is None:
         value = jnp.asarray(fn(y_true, y_pred) if full is None else full).astype(_FLOAT)
@@ -213,7 +214,7 @@ def _gathered(
     rows = _concrete(mask)
     if rows is None:
         raise SpecError.single(
-            bound.fn_where,
+            loss_errors.fn_where(bound),
             str(bound.target),
             "under jax.jit, a routed batch-level loss that takes the route as `mask=` "
             "(a static-shape formulation: fn(y_true, y_pred, *, mask))",
@@ -239,7 +240,7 @@ def loss_function(
         total = jnp.asarray(0.0, _FLOAT)
         for bound in plan.losses:
             target, extra = binding_arguments(bound, targets, weights, "funcsplit.jax loss")
-            y_pred = select_output(plan, bound, predictions)
+            y_pred = select_output(bound, predictions)
             value, count = reduce_binding(bound, target, y_pred, extra, axis_name)
             per_loss[bound.name] = value
             counts[bound.name] = count

@@ -15,8 +15,8 @@ Examples:
     ['RoutedModel', 'train_step']
 """
 
-from funcsplit._src.keras_model import RoutedModel
-from funcsplit._src.keras_step import train_step
+from funcsplit.keras._model import RoutedModel
+from funcsplit.keras._step import train_step
 
 __all__ = [
     "RoutedModel",

@@ -1,4 +1,4 @@
-"""A tiny split used by the ``funcsplit describe`` doctest and tests."""
+"""A tiny split to try `funcsplit describe funcsplit.demo.example_split:split` on (no data)."""
 
 import tensorflow as tf
 

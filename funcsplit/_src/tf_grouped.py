@@ -21,48 +21,31 @@ routes; shapes or dtypes that differ) keeps the per-binding path.
 from __future__ import annotations
 
 from typing import Any
-from typing import NamedTuple
 
 import tensorflow as tf
 
-from funcsplit._src import losses as losses_lib
-from funcsplit._src import reduction
+from funcsplit._src import registry
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
+from funcsplit._src.routing import select_output
+from funcsplit._src.tf_reduction import checked_call
+from funcsplit._src.tf_reduction import per_example
+from funcsplit._src.tf_reduction import safe_targets
+from funcsplit._src.tf_replicas import global_sum
 
 _FLOAT = tf.float32
-# Registry losses whose value for an example depends on that example's row only.
-_ROW_WISE = frozenset(
-    {
-        "sparse_categorical_crossentropy",
-        "categorical_crossentropy",
-        "binary_crossentropy",
-        "mse",
-        "mae",
-        "huber",
-        "sequence_crossentropy",
-    }
-)
+
+Results = dict[str, tuple[tf.Tensor, tf.Tensor]]  # binding name -> (value, routed count)
 
 
-class Shared(NamedTuple):
-    """One group's results: ``(value, count)`` per binding, and ``Σ weight · value``."""
-
-    results: dict[str, tuple[tf.Tensor, tf.Tensor]]
-    total: tf.Tensor
-
-
-def _shared(group: tuple[BoundLoss, ...], value: tf.Tensor, counts: list) -> Shared:
-    weights = [b.binding.weight for b in group]
-    weighted = value if all(w == 1.0 for w in weights) else value * tf.constant(weights, _FLOAT)
+def _results(group: tuple[BoundLoss, ...], value: tf.Tensor, counts: list) -> Results:
     values = tf.unstack(value, len(group))
-    return Shared(dict(zip((b.name for b in group), zip(values, counts))), tf.reduce_sum(weighted))
+    return dict(zip((b.name for b in group), zip(values, counts)))
 
 
 def _key(bound: BoundLoss) -> tuple | None:
     fn, binding, route = bound.fn, bound.binding, bound.route
-    registry_row_wise = isinstance(fn, losses_lib.BuiltinLoss) and fn.name in _ROW_WISE
-    if not (registry_row_wise or isinstance(fn, losses_lib.RowWise)):
+    if not registry.is_row_wise(fn):
         return None
     if binding.class_weight or binding.reduction != "weighted_mean":
         return None
@@ -106,9 +89,9 @@ def _same_dense(values: list[Any]) -> list[tf.Tensor] | None:
 
 
 def reduce_group(
-    plan: Plan, group: tuple[BoundLoss, ...], targets: Any, predictions: Any, weights: Any
-) -> Shared | None:
-    """Each binding's ``(value, count)`` and the group's total, from one loss call.
+    group: tuple[BoundLoss, ...], targets: Any, predictions: Any, weights: Any
+) -> Results | None:
+    """Each binding's ``(value, count)``, from one loss call.
 
     Returns None, for the per-binding path, when an argument is missing (that path raises the
     usual error) or when the heads' or targets' shapes or dtypes differ.
@@ -121,7 +104,7 @@ def reduce_group(
         return None
     if first.sample_weight is not None and "sample_weight" not in weights.get(first.name, {}):
         return None
-    heads = _same_dense([reduction.select_output(plan, b, predictions) for b in group])
+    heads = _same_dense([select_output(b, predictions) for b in group])
     labels = _same_dense([targets[n] for n in names])
     if heads is None or labels is None:
         return None
@@ -140,11 +123,11 @@ def reduce_group(
     rows = tf.stack([tf.minimum(segment, size - 1), tf.range(tf.size(leaf))], axis=1)
     y_pred = tf.gather_nd(tf.stack(heads), rows)
     y_true = labels[0] if one_target else tf.gather_nd(tf.stack(labels), rows)
-    y_true = reduction.safe_targets(y_true, routed)
-    values = tf.convert_to_tensor(reduction._checked_call(first, y_true, y_pred))
+    y_true = safe_targets(y_true, routed)
+    values = tf.convert_to_tensor(checked_call(first, y_true, y_pred))
     if values.shape.rank == 0:
         return None
-    values = reduction._per_example(first, values, y_pred)
+    values = per_example(first, values, y_pred)
     mask = tf.cast(routed, _FLOAT)
     if first.sample_weight is None:
         weight = mask
@@ -159,20 +142,20 @@ def reduce_group(
 
     numerator, denominator = per_binding(contribution), per_binding(weight)
     counts = per_binding(tf.ones_like(segment))
-    value = tf.math.divide_no_nan(numerator, reduction.global_sum(denominator))
-    return _shared(group, value, tf.unstack(counts, size))
+    value = tf.math.divide_no_nan(numerator, global_sum(denominator))
+    return _results(group, value, tf.unstack(counts, size))
 
 
 def _unrouted(
     group: tuple[BoundLoss, ...], heads: list[tf.Tensor], labels: list[tf.Tensor], weights: Any
-) -> Shared | None:
+) -> Results | None:
     """Bindings without a route: one loss call on the concatenated batches."""
     first, size = group[0], len(group)
     y_pred, y_true = tf.concat(heads, 0), tf.concat(labels, 0)
-    values = tf.convert_to_tensor(reduction._checked_call(first, y_true, y_pred))
+    values = tf.convert_to_tensor(checked_call(first, y_true, y_pred))
     if values.shape.rank == 0:
         return None
-    values = tf.reshape(reduction._per_example(first, values, y_pred), [size, -1])
+    values = tf.reshape(per_example(first, values, y_pred), [size, -1])
     count = tf.shape(values, out_type=tf.int32)[1]
     if first.sample_weight is None:
         numerator = tf.reduce_sum(values, axis=1)
@@ -181,5 +164,5 @@ def _unrouted(
         sample = tf.reshape(tf.cast(weights[first.name]["sample_weight"], _FLOAT), [-1])
         numerator = tf.reduce_sum(values * sample, axis=1)
         denominator = tf.reduce_sum(sample)
-    value = tf.math.divide_no_nan(numerator, reduction.global_sum(denominator))
-    return _shared(group, value, [count] * size)
+    value = tf.math.divide_no_nan(numerator, global_sum(denominator))
+    return _results(group, value, [count] * size)

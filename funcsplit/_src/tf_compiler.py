@@ -1,4 +1,4 @@
-"""Compile: a `SplitSpec` to `CompiledSplit` (resolve, then lower to `tf.function`s)."""
+"""Compile: a `SplitSpec` to a `CompiledSplit` (resolve, then lower to `tf.function`s)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import attrs
 import tensorflow as tf
 
 from funcsplit._src import describe as describe_lib
-from funcsplit._src import reduction
 from funcsplit._src import structure
+from funcsplit._src import tf_loss
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.plan import Plan
 from funcsplit._src.plan import resolve
-from funcsplit._src.plan import split_parts
+from funcsplit._src.routing import split_parts
+from funcsplit._src.tf_replicas import replicas_in_sync
 
 
 class TracedFunction:
@@ -45,7 +46,7 @@ class TracedFunction:
 
     @tf.autograph.experimental.do_not_convert
     def __call__(self, *args: Any) -> Any:
-        if tf.inside_function() or reduction.replicas_in_sync() > 1:
+        if tf.inside_function() or replicas_in_sync() > 1:
             if self._diagnose is not None:
                 raise_if_any(self._diagnose(*args, batched=None))
             return self.python_function(*args)
@@ -200,7 +201,7 @@ def compile(split: SplitSpec) -> CompiledSplit:  # noqa: A001 - the public contr
     split_fn = _split_function(plan)
     signature = [split.element.type_spec(relax_batch=True)]
     traced_split = tf.function(split_fn, input_signature=signature, autograph=False)
-    loss_fn = reduction.loss_function(plan)
+    loss_fn = tf_loss.loss_function(plan)
     traced_loss = tf.function(loss_fn, reduce_retracing=True, autograph=False)
     return CompiledSplit(
         spec=split,

@@ -1,0 +1,58 @@
+"""The errors about a binding's loss function, raised by both lowerings when they call it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import describe_callable
+from funcsplit._src.plan import BoundLoss
+
+
+def fn_where(bound: BoundLoss) -> str:
+    """Where errors about a binding's loss point: its name and ``fn @ file:line``."""
+    return f"binding {bound.name!r} fn {describe_callable(bound.fn)}"
+
+
+def call_failure(bound: BoundLoss, error: Exception, shapes: tuple[Any, Any]) -> SpecError:
+    """The error for a loss that failed on ``(target, predictions)`` of these shapes."""
+    return SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        "a loss that accepts the target and the predictions "
+        f"(target, predictions shapes: {shapes[0]}, {shapes[1]})",
+        f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+        "check the binding's target and output paths and what the loss expects",
+    )
+
+
+def batch_mismatch(bound: BoundLoss, batch: Any, shape: Any) -> SpecError:
+    """The error for per-example values whose batch dimension is not ``batch``."""
+    return SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        f"per-example values with batch dimension {batch}",
+        f"values of shape {shape}",
+        "return one value per example (or per element), not reduced over the batch",
+    )
+
+
+def weighted_batch_level(bound: BoundLoss) -> SpecError:
+    """The error for a batch-level (scalar) loss on a binding with per-example weights."""
+    return SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        "per-example values [B, ...] when the binding has sample or class weights",
+        "one batch-level scalar",
+        "return per-example values, or drop the weights",
+    )
+
+
+def unknown_rank(bound: BoundLoss) -> SpecError:
+    """The error for loss values whose rank is not known while tracing."""
+    return SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        "per-example values [B, ...] or a scalar",
+        "values of unknown rank",
+    )
