@@ -435,7 +435,7 @@ def test_train_step_argument_errors(case):
         fs.keras.train_step(compiled, models, optimizers)
 
 
-def test_train_step_rejects_shared_variables_and_raw_elements():
+def test_train_step_rejects_shared_variables_and_unknown_elements():
     compiled = _grouped_split()
     element = {"a": tf.ones((4, 2)), "b": tf.ones((4, 3))}
     shared = keras.layers.Dense(2)  # ga: b (3 features) -> a (2); gb: a (2) -> b (3)
@@ -450,8 +450,29 @@ def test_train_step_rejects_shared_variables_and_raw_elements():
         {"ga": keras.layers.Dense(2), "gb": keras.layers.Dense(3)},
         {"ga": sgd, "gb": keras.optimizers.SGD()},
     )
-    with pytest.raises(fs.SpecError, match=r"step\(compiled\.split\(element\)\)"):
-        step(element)
+    with pytest.raises(fs.SpecError, match=r"a raw element of the split's element spec"):
+        step({"a": tf.ones((4, 2))})
+    with pytest.raises(fs.SpecError, match=r"dataset \(batched\) at path 'b'"):
+        step({"a": tf.ones((4, 2)), "b": tf.ones((4, 5))})
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_train_step_takes_the_raw_element_and_the_split_triple(jit):
+    """Issue 13 item 3: the seed's ``for batch in dataset: train_step(batch)``."""
+    compiled = _grouped_split()
+    batches = [{"a": tf.fill((n, 2), float(n)), "b": tf.fill((n, 3), 0.5)} for n in (4, 3, 5)]
+
+    def train(raw: bool) -> list:
+        keras.utils.set_random_seed(0)
+        models = {"ga": keras.layers.Dense(2), "gb": keras.layers.Dense(3)}
+        optimizers = {"ga": keras.optimizers.SGD(0.1), "gb": keras.optimizers.SGD(0.1)}
+        step = fs.keras.train_step(compiled, models, optimizers, jit_compile=jit)
+        totals = [float(step(b if raw else compiled.split(b)).total) for b in batches]
+        assert step.experimental_get_tracing_count() == 1
+        return totals + [w.numpy() for m in models.values() for w in m.weights]
+
+    for raw_value, split_value in zip(train(True), train(False)):
+        np.testing.assert_allclose(raw_value, split_value, rtol=1e-6)
 
 
 # --- the seed examples ---------------------------------------------------------------------

@@ -158,10 +158,12 @@ def _regularization(models: Mapping[str, Any]) -> tf.Tensor | float:
     return tf.add_n(penalties) / replicas_in_sync()
 
 
-def _step_function(compiled: CompiledSplit, models: dict, optimizers: dict):
+def _step_function(compiled: CompiledSplit, models: dict, optimizers: dict, forms: _Forms):
     groups = compiled.groups
 
     def step(element: Any) -> LossResult:
+        if forms.is_raw(element):
+            element = compiled.split.python_function(element)
         inputs, targets, weights = element
         with tf.GradientTape() as tape:
             if groups:
@@ -210,59 +212,111 @@ def _scope_of(variables: list) -> Any:
     return contextlib.nullcontext()
 
 
-class _BuildThenTrace:
-    """The traced step, which builds unbuilt models and optimizers before its first call.
+class _Forms:
+    """The two forms a step takes: a raw element of the split's element spec (split inside
+    the step) or the ``(inputs, targets, weights)`` that ``compiled.apply(ds)`` yields."""
 
-    `tf.function` traces twice when its first call creates variables; building them first
-    keeps the step at one trace.
-    """
+    def __init__(self, compiled: CompiledSplit):
+        self.compiled = compiled
+        self.element = compiled.spec.element.type_spec(relax_batch=True)
+        outputs = compiled.split.get_concrete_function().structured_outputs
+        self.split = tf.nest.map_structure(tf.type_spec_from_value, outputs)
+        # When the element has the triple's structure too, only dtypes and shapes tell.
+        self._same_structure = _fits_structure(self.split, self.element)
 
-    def __init__(self, traced: Any, models: dict, optimizers: dict, expected: Any):
-        self._traced = traced
-        self._models = models
-        self._optimizers = optimizers
-        self._expected = expected
-        self._built = False
-        self._concrete = None
+    def is_raw(self, element: Any) -> bool:
+        """Whether ``element`` is a raw element (not yet split)."""
+        if not _fits_structure(self.element, element):
+            return False
+        if not self._same_structure:
+            return True
+        return not _element_problems(self.compiled, element)
 
-    def __call__(self, element: Any) -> Any:
-        if not self._built:
-            raise_if_any(_element_problems(self._expected, element))
-            _build(self._models, self._optimizers, element[0])
-            self._built = True
-            # The step has an input signature, so one concrete function: called directly, it
-            # skips tf.function's per-call dispatch (~0.2-0.4 ms a step), same checks.
-            self._concrete = self._traced.get_concrete_function()
-        return self._concrete(element)
-
-    def experimental_get_tracing_count(self) -> int:
-        return self._traced.experimental_get_tracing_count()
-
-    def get_concrete_function(self, *args: Any) -> Any:
-        return self._traced.get_concrete_function(*args)
-
-
-def _output_spec(compiled: CompiledSplit) -> Any:
-    outputs = compiled.split.get_concrete_function().structured_outputs
-    return tf.nest.map_structure(tf.type_spec_from_value, outputs)
-
-
-def _element_problems(expected: Any, element: Any) -> list[Problem]:
-    try:
-        tf.nest.assert_same_structure(expected, element, check_types=False)
-    except (TypeError, ValueError):
+    def problems(self, element: Any) -> list[Problem]:
+        """Why ``element`` is neither form (empty when it is one of them)."""
+        if _fits_structure(self.element, element):
+            problems = _element_problems(self.compiled, element)
+            if not problems or not _fits_structure(self.split, element):
+                return problems
+        if _fits_structure(self.split, element):
+            return []
         is_leaf = lambda v: not structure.is_container(v)
         return [
             Problem(
                 f"{_WHERE} step(element)",
                 None,
-                "what compiled.apply(ds) yields: (inputs, targets, weights) = "
-                + structure.draw(expected, is_leaf),
+                "a raw element of the split's element spec, "
+                + structure.draw(self.element, is_leaf)
+                + ", or what compiled.apply(ds) yields, (inputs, targets, weights) = "
+                + structure.draw(self.split, is_leaf),
                 structure.draw(element, is_leaf),
-                "iterate compiled.apply(ds), or call step(compiled.split(element))",
+                "iterate the dataset the split was declared for, or compiled.apply(ds)",
             )
         ]
-    return []
+
+
+def _fits_structure(expected: Any, value: Any) -> bool:
+    try:
+        tf.nest.assert_same_structure(expected, value, check_types=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _element_problems(compiled: CompiledSplit, element: Any) -> list[Problem]:
+    specs = tf.nest.map_structure(
+        lambda v: v if isinstance(v, tf.TypeSpec) else tf.type_spec_from_value(v), element
+    )
+    return compiled.spec.element.problems_with(specs, batched=True)
+
+
+class _BuildThenTrace:
+    """The traced step, which builds unbuilt models and optimizers before its first call.
+
+    `tf.function` traces twice when its first call creates variables; building them first
+    keeps the step at one trace. Each form of element has its own traced function (an input
+    signature each), so each traces once, whatever the batch size.
+    """
+
+    def __init__(self, step: Any, forms: _Forms, models: dict, optimizers: dict, jit: bool):
+        self._forms = forms
+        self._models = models
+        self._optimizers = optimizers
+        self._traced = {
+            raw: tf.function(
+                step,
+                input_signature=[forms.element if raw else forms.split],
+                jit_compile=jit,
+                autograph=False,
+            )
+            for raw in (True, False)
+        }
+        self._concrete: dict[bool, Any] = {}  # built and traced, by form
+
+    def __call__(self, element: Any) -> Any:
+        raw = self._forms.is_raw(element)
+        concrete = self._concrete.get(raw)
+        if concrete is None:
+            raise_if_any(self._forms.problems(element))
+            split = self._forms.compiled.split.python_function(element) if raw else element
+            _build(self._models, self._optimizers, split[0])
+            # The step has an input signature, so one concrete function: called directly, it
+            # skips tf.function's per-call dispatch (~0.2-0.4 ms a step), same checks.
+            concrete = self._concrete[raw] = self._traced[raw].get_concrete_function()
+        try:
+            return concrete(element)
+        except (TypeError, ValueError) as error:
+            problems = self._forms.problems(element)
+            if problems:
+                # from None: TensorFlow's own message prints the arguments' values whole.
+                raise SpecError(problems) from None
+            raise error
+
+    def experimental_get_tracing_count(self) -> int:
+        return sum(t.experimental_get_tracing_count() for t in self._traced.values())
+
+    def get_concrete_function(self, *args: Any) -> Any:
+        return self._traced[False].get_concrete_function(*args)
 
 
 def train_step(
@@ -280,12 +334,14 @@ def train_step(
     optimizer object may serve several groups (it is applied once to all their variables).
     A split without groups takes one model and one optimizer.
 
-    ``step(element)`` takes what ``compiled.apply(ds)`` yields, ``(inputs, targets,
-    weights)``; for a raw element call ``step(compiled.split(element))``. It returns the
-    `LossResult`. It is one `tf.function` with an input signature from the split (batch
-    dimension ``None``), so it traces once; inside ``strategy.run`` with several replicas it
-    runs inline in the caller's trace (the loss's cross-replica sums need that), where the
-    replicas' losses sum to the global one and the optimizers sum the replicas' gradients.
+    ``step(element)`` takes a raw element of the split's element spec (a batch of the
+    dataset the split was declared for: the seed's ``for batch in dataset: step(batch)``),
+    split inside the step, or what ``compiled.apply(ds)`` yields, ``(inputs, targets,
+    weights)``. It returns the `LossResult`. Each form has a `tf.function` with an input
+    signature (batch dimension ``None``), so each traces once; inside ``strategy.run`` with
+    several replicas it runs inline in the caller's trace (the loss's cross-replica sums need
+    that), where the replicas' losses sum to the global one and the optimizers sum the
+    replicas' gradients.
     There, create built models (e.g. functional) under ``strategy.scope()``: `train_step`
     builds the optimizers up front, under the models' strategy, as variables cannot be
     created inside ``strategy.run``.
@@ -302,7 +358,8 @@ def train_step(
     Raises:
         SpecError: up front for a missing, extra or wrongly typed model or optimizer, or the
             same model for two groups; at the first call, if two groups' models share a
-            trainable variable, or if ``element`` is not what ``compiled.apply`` yields.
+            trainable variable, or if ``element`` is neither a raw element nor what
+            ``compiled.apply`` yields.
 
     Examples:
         >>> import funcsplit as fs, keras, tensorflow as tf
@@ -312,9 +369,12 @@ def train_step(
         ...                                    losses=(fs.LossBinding("y", "mse", target="y"),)))
         >>> step = fs.keras.train_step(compiled, keras.layers.Dense(1), keras.optimizers.SGD())
         >>> for n in (4, 3):
-        ...     result = step(compiled.split({"x": tf.ones((n, 2)), "y": tf.zeros((n, 1))}))
+        ...     result = step({"x": tf.ones((n, 2)), "y": tf.zeros((n, 1))})
         >>> step.experimental_get_tracing_count(), sorted(result.per_loss)
         (1, ['y'])
+        >>> result = step(compiled.split({"x": tf.ones((2, 2)), "y": tf.zeros((2, 1))}))
+        >>> step.experimental_get_tracing_count()
+        2
     """
     _check_arguments(compiled, models, optimizers)
     if compiled.groups:
@@ -322,11 +382,11 @@ def train_step(
     else:
         models, optimizers = {None: models}, {None: optimizers}
     _build(models, optimizers)
-    step = tf.autograph.experimental.do_not_convert(_step_function(compiled, models, optimizers))
-    expected = _output_spec(compiled)
-    traced = tf.function(step, input_signature=[expected], jit_compile=jit_compile, autograph=False)
+    forms = _Forms(compiled)
+    step = _step_function(compiled, models, optimizers, forms)
+    step = tf.autograph.experimental.do_not_convert(step)
     return TracedFunction(
         step,
-        _BuildThenTrace(traced, models, optimizers, expected),
-        lambda element, batched=None: _element_problems(expected, element),
+        _BuildThenTrace(step, forms, models, optimizers, jit_compile),
+        lambda element, batched=None: forms.problems(element),
     )
