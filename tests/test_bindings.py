@@ -100,6 +100,33 @@ class TestLossBinding:
         assert "'cls'" in str(info.value)
 
 
+def test_numpy_scalars_are_accepted_wherever_numbers_are():
+    """Issue 13 item 7: weights, class ids from ``np.unique``, route values, path keys,
+    shapes and loss options may be NumPy scalars; the specs hold the Python values."""
+    import numpy as np
+
+    classes = np.unique(np.array([2, 0, 2]))
+    binding = fs.LossBinding(
+        "y",
+        fs.losses.huber(delta=np.float32(2.0)),
+        target=("y", np.int64(0)),
+        weight=np.float32(0.5),
+        class_weight=dict(zip(classes, np.array([1.5, 3.0]))),
+        route=fs.route("task", one_of=classes),
+    )
+    plain = fs.LossBinding(
+        "y",
+        fs.losses.huber(delta=2.0),
+        target=("y", 0),
+        weight=0.5,
+        class_weight={0: 1.5, 2: 3.0},
+        route=fs.route("task", one_of=(0, 2)),
+    )
+    assert binding == plain and type(binding.route.value[0]) is int
+    assert fs.route("t", equals=np.bool_(True)) == fs.route("t", equals=True)
+    assert fs.Leaf(tf.float32, (None, np.int64(3))).shape == (None, 3)
+
+
 class TestSplitSpec:
     def _element(self):
         return fs.ElementSpec.from_structure(

@@ -30,6 +30,7 @@ class LossFn(Protocol):
 
 
 def _value(value: object) -> object:
+    value = structure.python_scalar(value)
     if isinstance(value, (bool, int, float, str)):
         if isinstance(value, float) and not math.isfinite(value):
             raise SpecError.single("route", None, "a finite value", repr(value))
@@ -125,6 +126,7 @@ def _check_weight(where: str) -> Callable[[object, attrs.Attribute, object], Non
 
 
 def _to_weight(value: object) -> float:
+    value = structure.python_scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError.single("LossBinding", None, "a number for weight", repr(value))
     return float(value)
@@ -136,7 +138,8 @@ def _to_class_weight(value: object) -> tuple[tuple[int, float], ...] | None:
     if not isinstance(value, Mapping):
         value = dict(value)  # type: ignore[arg-type]
     out = []
-    for cls, weight in sorted(value.items()):
+    items = [(structure.python_scalar(c), structure.python_scalar(w)) for c, w in value.items()]
+    for cls, weight in sorted(items):
         if isinstance(cls, bool) or not isinstance(cls, int) or cls < 0:
             raise SpecError.single("LossBinding", None, "class ids that are ints >= 0", repr(cls))
         if not math.isfinite(float(weight)) or float(weight) < 0:

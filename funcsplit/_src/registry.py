@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import attrs
 
+from funcsplit._src import structure
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import close_matches
 
@@ -123,6 +124,7 @@ class BuiltinLoss:
 def make(name: str, **options: Any) -> BuiltinLoss:
     """Builds a registry loss, checking the option names and types."""
     defaults = RECORDS[name].defaults
+    options = {key: structure.python_scalar(value) for key, value in options.items()}
     for key, value in options.items():
         if key not in defaults:
             raise SpecError.single(

@@ -25,7 +25,7 @@ def _to_shape(shape: object) -> tuple[int | None, ...]:
         return tuple(shape.as_list())
     if isinstance(shape, int) or not isinstance(shape, (tuple, list)):
         raise SpecError.single("Leaf", None, "a shape such as (None, 64)", repr(shape))
-    dims = tuple(shape)
+    dims = tuple(structure.python_scalar(dim) for dim in shape)
     for dim in dims:
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
             raise SpecError.single(

@@ -12,7 +12,23 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 Key = str | int
+
+
+def python_scalar(value: object) -> object:
+    """A NumPy scalar (``np.float32(1.0)``, ``np.int64(3)``, a 0-d array) as the Python value
+    it holds; anything else unchanged. Specs accept NumPy scalars wherever they take numbers.
+
+    Examples:
+        >>> import numpy as np
+        >>> python_scalar(np.int64(3)), python_scalar(np.array(0.5)), python_scalar("a")
+        (3, 0.5, 'a')
+    """
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    return value
 
 
 def is_namedtuple(value: object) -> bool:
