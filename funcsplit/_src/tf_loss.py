@@ -23,12 +23,17 @@ from funcsplit._src.tf_reduction import reduce_binding
 _FLOAT = tf.float32
 
 
+_FEW = 16  # up to this many values, one AddN of the (weighted) values is the cheapest sum
+
+
 def weighted_total(values: list[tf.Tensor], weights: list[float]) -> tf.Tensor:
-    """``Σ_b weights[b] · values[b]`` as one sum (a constant number of ops for any count)."""
+    """``Σ_b weights[b] · values[b]`` as one sum: an ``add_n`` of few values, else one
+    weighted ``reduce_sum`` of them stacked (a constant number of ops for any count)."""
     if not values:
         return tf.constant(0.0, _FLOAT)
-    if len(values) == 1:
-        return values[0] if weights[0] == 1.0 else weights[0] * values[0]
+    if len(values) <= _FEW:
+        terms = [v if w == 1.0 else w * v for v, w in zip(values, weights)]
+        return terms[0] if len(terms) == 1 else tf.add_n(terms)
     stacked = tf.stack(values)
     if any(w != 1.0 for w in weights):
         stacked = stacked * tf.constant(weights, _FLOAT)
