@@ -45,6 +45,11 @@ def bindings():
     )
 
 
+def tfds_like(el):
+    """The element as NumPy values (``tfds.as_numpy`` gives these), nested dicts kept."""
+    return tf.nest.map_structure(lambda v: v.numpy(), el)
+
+
 def split_spec(**kwargs):
     base = dict(
         element=element_spec(),
@@ -105,6 +110,15 @@ class TestResolve:
             "task",
             "weight",
         }
+
+    def test_a_misspelled_path_is_the_fix_for_the_leaf_it_missed(self):
+        """Issue 13 item 9: a typo in inputs is not fixed by dropping the leaf it meant."""
+        with pytest.raises(fs.SpecError) as info:
+            fs.compile(split_spec(inputs={"image": "imgae"}))
+        fixes = {p.path: p.fix for p in info.value.problems}
+        assert set(fixes) == {"imgae", "image"}
+        assert "fix the path 'imgae' of inputs image" in fixes["image"]
+        assert "drop" not in fixes["image"]
 
     def test_non_strict_keeps_unused_leaves_visible(self):
         compiled = fs.compile(split_spec(drop=(), strict=False))
@@ -216,10 +230,45 @@ class TestSplit:
         inputs, _, _ = compiled.split(element())
         assert isinstance(inputs, tf.Tensor)
 
-    def test_nested_inputs_keep_their_structure(self):
+    def test_nested_inputs_keep_their_structure_lists_as_tuples(self):
         compiled = fs.compile(split_spec(inputs={"a": ["image", "task"], "b": ("mask",)}))
         inputs, _, _ = compiled.split(element())
-        assert isinstance(inputs["a"], list) and isinstance(inputs["b"], tuple)
+        assert isinstance(inputs["a"], tuple) and isinstance(inputs["b"], tuple)
+        np.testing.assert_array_equal(inputs["a"][1], element()["task"])
+
+    def test_one_unbatched_example_is_split(self):
+        """Issue 13 item 4: ``next(iter(ds))`` of an unbatched dataset, split as it is."""
+        compiled = fs.compile(split_spec())
+        example = next(iter(tf.data.Dataset.from_tensor_slices(element(3))))
+        inputs, targets, weights = compiled.split(example)
+        np.testing.assert_array_equal(inputs["image"], element(3)["image"][0])
+        assert targets["category_1"].shape == () and weights["category_1"]["route"].shape == ()
+        numpy_example = {k: v for k, v in tfds_like(example).items()}
+        assert compiled.split(numpy_example)[0]["image"].shape == (4, 4, 1)
+
+    def test_a_wrong_example_is_named_without_tensorflows_message(self):
+        compiled = fs.compile(split_spec())
+        example = next(iter(tf.data.Dataset.from_tensor_slices(element(3))))
+        example["image"] = tf.zeros((4, 4), tf.float32)  # neither one example nor a batch
+        with pytest.raises(fs.SpecError) as info:
+            compiled.split(example)
+        assert "image" in info.value.paths
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+
+    def test_numpy_arrays_keep_their_dtype_as_tensors_do(self):
+        """Issue 13 item 9: a float64 array is refused like a float64 tensor, by path."""
+        compiled = fs.compile(split_spec())
+        el = {k: v for k, v in tfds_like(element()).items()}
+        compiled.split(el)  # arrays of the spec's dtypes
+        el["weight"] = el["weight"].astype(np.float64)
+        with pytest.raises(fs.SpecError, match="np.asarray") as info:
+            compiled.split(el)
+        assert info.value.paths == ("weight",)
+        el = element()
+        el["weight"] = tf.cast(el["weight"], tf.float64)
+        with pytest.raises(fs.SpecError) as info:
+            compiled.split(el)
+        assert info.value.paths == ("weight",)
 
     def test_a_wrong_element_is_a_spec_error_naming_the_path(self):
         compiled = fs.compile(split_spec())
@@ -259,6 +308,19 @@ class TestApply:
         ds = tf.data.Dataset.from_tensor_slices((tf.ones((4, 2)), tf.zeros((4, 1)))).batch(2)
         inputs, targets, weights = next(iter(fs.compile(split).apply(ds)))
         assert inputs.shape == (2, 2) and targets["y"].shape == (2, 1) and weights == {}
+
+    def test_list_inputs_reach_the_model_as_separate_inputs(self):
+        """Issue 13 item 5: tf.data would stack a list into one tensor; a tuple stays apart."""
+        import keras
+
+        compiled = fs.compile(split_spec(inputs=["image", "weight"]))
+        mapped = compiled.apply(tf.data.Dataset.from_tensor_slices(element(6)).batch(3))
+        assert [s.shape.as_list() for s in mapped.element_spec[0]] == [[None, 4, 4, 1], [None, 1]]
+        image, weight = keras.Input((4, 4, 1)), keras.Input((1,))
+        model = keras.Model([image, weight], keras.layers.Flatten()(image) * weight)
+        inputs, _, _ = next(iter(mapped))
+        expected = tf.reshape(element(6)["image"][:3], (3, -1)) * element(6)["weight"][:3]
+        np.testing.assert_allclose(model(inputs), expected, rtol=1e-6)
 
     def test_checks_the_dataset_first(self):
         compiled = fs.compile(split_spec())

@@ -255,7 +255,9 @@ class TestBatchLevel:
             spec, inputs="y", losses=(fs.LossBinding("s", fn, target="y", sample_weight="w"),)
         )
         compiled = fs.compile(split)
-        _, targets, weights = compiled.split({"y": np.ones((2, 2)), "w": np.ones(2)})
+        _, targets, weights = compiled.split(
+            {"y": np.ones((2, 2), np.float32), "w": np.ones(2, np.float32)}
+        )
         with pytest.raises(fs.SpecError, match="batch-level scalar"):
             compiled.loss.python_function(targets, tf.zeros((2, 2)), weights)
 
@@ -342,3 +344,24 @@ class TestMisbehavingLosses:
         message = str(info.value)
         assert "needs_matching_shapes @ " in message and "test_reduction.py" in message
         assert info.value.paths == ("y",)
+
+    def test_a_failing_registry_loss_is_named_by_its_registry_name(self):
+        """Issue 13 item 9: not ``BuiltinLoss @ <installed file>``."""
+        compiled = compile_one(fs.LossBinding("cls", "sparse_categorical_crossentropy", "y"))
+        _, targets, weights = compiled.split(element())
+        with pytest.raises(fs.SpecError) as info:
+            compiled.loss(targets, tf.zeros((B, 3, 2, 2)), weights)
+        assert "binding 'cls' fn 'sparse_categorical_crossentropy'" in str(info.value)
+        assert "BuiltinLoss" not in str(info.value) and "registry.py" not in str(info.value)
+
+    def test_an_unknown_output_lists_the_models_outputs(self):
+        compiled = compile_one(fs.LossBinding("y", "mse", target="y", output="lable"))
+        _, targets, weights = compiled.split(element())
+        predictions = {"label": tf.zeros((B, 1)), "score": tf.zeros((B, 1))}
+        with pytest.raises(fs.SpecError) as info:
+            compiled.loss(targets, predictions, weights)
+        (problem,) = info.value.problems
+        assert problem.nearby == ("label",) and "model's output paths: label, score" in problem.fix
+        assert "ElementSpec" not in problem.fix
+        with pytest.raises(fs.SpecError, match="one tensor: use output=None"):
+            compiled.loss(targets, tf.zeros((B, 1)), weights)

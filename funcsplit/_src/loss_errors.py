@@ -7,10 +7,14 @@ from typing import Any
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import describe_callable
 from funcsplit._src.plan import BoundLoss
+from funcsplit._src.registry import BuiltinLoss
 
 
 def fn_where(bound: BoundLoss) -> str:
-    """Where errors about a binding's loss point: its name and ``fn @ file:line``."""
+    """Where errors about a binding's loss point: its name, and its loss by registry name
+    (``'mse'``) or as ``fn @ file:line`` for a user's callable."""
+    if isinstance(bound.fn, BuiltinLoss):
+        return f"binding {bound.name!r} fn {str(bound.fn)!r}"
     return f"binding {bound.name!r} fn {describe_callable(bound.fn)}"
 
 

@@ -18,6 +18,7 @@ Key = str | int
 
 
 def _check_key(key: object) -> Key:
+    key = structure.python_scalar(key)
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise SpecError.single(
             "Path",
@@ -201,13 +202,16 @@ def all_paths(node: Any) -> list[str]:
     return [render(keys) for keys, _ in structure.iter_paths(node, leaves_only=False) if keys]
 
 
-def resolve(node: Any, path: str | Path, where: str) -> tuple[Key, ...]:
+def resolve(
+    node: Any, path: str | Path, where: str, *, predictions: bool = False
+) -> tuple[Key, ...]:
     """Resolves a path against a structure to its canonical keys.
 
     Args:
         node: the structure (leaves are anything that is not a container).
         path: a string ``"a/b"`` (resolved, keys may contain ``/``) or a `Path` (exact).
         where: what the path is for, used in error messages.
+        predictions: ``node`` is a model's predictions (the fix then lists their paths).
 
     Returns:
         The canonical keys: dict keys as in the structure, sequence indices as ints,
@@ -216,7 +220,7 @@ def resolve(node: Any, path: str | Path, where: str) -> tuple[Key, ...]:
     Raises:
         SpecError: if the path names nothing, or (string form) names several nodes.
     """
-    raise_problem = _problem(node, path, where)
+    raise_problem = _problem(node, path, where, predictions=predictions)
     if raise_problem is not None:
         raise SpecError((raise_problem,))
     return _resolved(node, path)
@@ -233,7 +237,9 @@ def _resolved(node: Any, path: str | Path) -> tuple[Key, ...]:
     return tuple(keys)
 
 
-def _problem(node: Any, path: str | Path, where: str) -> Problem | None:
+def _problem(
+    node: Any, path: str | Path, where: str, *, predictions: bool = False
+) -> Problem | None:
     """The problem with resolving ``path`` in ``node``, or None if it resolves."""
     text = path if isinstance(path, str) else str(path)
     if isinstance(path, str):
@@ -258,13 +264,21 @@ def _problem(node: Any, path: str | Path, where: str) -> Problem | None:
             current = structure.child(current, canonical)
         else:
             return None
+    candidates = all_paths(node)
+    if not predictions:
+        fix = "use one of the structure's paths (ElementSpec.paths lists the leaves)"
+    elif candidates:
+        fix = "use one of the model's output paths: " + ", ".join(candidates[:12])
+        fix += ", ..." if len(candidates) > 12 else ""
+    else:
+        fix = "the model returns one tensor: use output=None (the whole predictions)"
     return Problem(
         where,
         text,
         "a path that exists in the structure " + structure.draw(node),
         "no such path",
-        "use one of the structure's paths (ElementSpec.paths lists the leaves)",
-        close_matches(text, all_paths(node)),
+        fix,
+        close_matches(text, candidates),
     )
 
 

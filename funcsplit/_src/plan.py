@@ -19,6 +19,7 @@ from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import Problem
+from funcsplit._src.errors import close_matches
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import Leaf
@@ -64,7 +65,7 @@ class Plan:
 
     Attributes:
         split: the `SplitSpec` it was resolved from.
-        inputs: the inputs structure with canonical `Path` leaves.
+        inputs: the inputs structure with canonical `Path` leaves (its lists as tuples).
         losses: the `BoundLoss` values, in declaration order.
         roles: ``(path, leaf, roles)`` for every leaf of the element, in `tf.nest` order.
     """
@@ -80,6 +81,21 @@ class Plan:
         return tuple(path for path, _, roles in self.roles if not roles)
 
 
+def _tuples(node: Any) -> Any:
+    """Lists as tuples: `split` returns dicts and tuples only. A list returned by a
+    ``dataset.map`` is stacked into one tensor by `tf.data`; a tuple stays separate inputs
+    (a Keras model built on a list of inputs takes them as a tuple too)."""
+    if isinstance(node, list):
+        return tuple(_tuples(v) for v in node)
+    if isinstance(node, dict):
+        return {k: _tuples(v) for k, v in node.items()}
+    if structure.is_namedtuple(node):
+        return type(node)(*(_tuples(v) for v in node))
+    if isinstance(node, tuple):
+        return tuple(_tuples(v) for v in node)
+    return node
+
+
 def _leaves_under(element: Any, keys: tuple) -> list[tuple]:
     node = structure.get(element, keys)
     return [(*keys, *sub) for sub, _ in structure.iter_paths(node)]
@@ -93,13 +109,27 @@ class _Resolver:
         self.tree = split.element.structure
         self.problems: list[Problem] = []
         self.roles: dict[tuple, list[str]] = {k: [] for k, _ in structure.iter_paths(self.tree)}
+        self.unresolved: dict[str, str] = {}  # a path that names nothing -> what it is for
 
     def path(self, path: str | Path, where: str) -> tuple | None:
         problem = paths.problem(self.tree, path, where)
         if problem is not None:
             self.problems.append(problem)
+            self.unresolved.setdefault(str(path), where)
             return None
         return paths.resolve(self.tree, path, where)
+
+    def unaccounted_fix(self, keys: tuple) -> str:
+        """How to account for a leaf nothing uses: fix a misspelled path that meant it, if one
+        looks like it, else use it or drop it."""
+        text = paths.render(keys)
+        near = close_matches(text, self.unresolved)
+        if near:
+            return (
+                f"fix the path {near[0]!r} of {self.unresolved[near[0]]}: it names nothing, "
+                f"and {text!r} is the leaf it looks like"
+            )
+        return f"use it, or add {text!r} to drop= (or pass strict=False)"
 
     def add(self, where: str, path: tuple, expected: str, found: str, fix: str = "") -> None:
         self.problems.append(Problem(where, paths.render(path), expected, found, fix))
@@ -287,8 +317,10 @@ def resolve(split: SplitSpec) -> Plan:
         if keys is not None:
             r.mark(keys, "input" + (f" {paths.render(slot)}" if slot else ""))
             resolved[path] = Path(keys)
-    inputs = structure.map_leaves(
-        resolved.get, split.inputs, is_leaf=lambda v: isinstance(v, (str, Path))
+    inputs = _tuples(
+        structure.map_leaves(
+            resolved.get, split.inputs, is_leaf=lambda v: isinstance(v, (str, Path))
+        )
     )
     seen: dict[str, int] = {}
     bound = []
@@ -329,7 +361,7 @@ def resolve(split: SplitSpec) -> Plan:
                     keys,
                     "every leaf to be an input, a target, a sample weight, a route or dropped",
                     f"{leaf.describe()} used by nothing",
-                    f"use it, or add {paths.render(keys)!r} to drop= (or pass strict=False)",
+                    r.unaccounted_fix(keys),
                 )
     raise_if_any(r.problems)
     roles = tuple((Path(k), structure.get(r.tree, k), tuple(v)) for k, v in r.roles.items())

@@ -79,5 +79,5 @@ def select_output(bound: BoundLoss, predictions: Any) -> Any:
         predictions = predictions[binding.group]
     if binding.output is None:
         return predictions
-    keys = paths.resolve(predictions, binding.output, where)
+    keys = paths.resolve(predictions, binding.output, where, predictions=True)
     return structure.get(predictions, keys)

@@ -7,12 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import numpy as np
 import tensorflow as tf
 
 from funcsplit._src import describe as describe_lib
+from funcsplit._src import paths
 from funcsplit._src import structure
 from funcsplit._src import tf_loss
 from funcsplit._src.bindings import SplitSpec
+from funcsplit._src.errors import Problem
 from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.plan import Plan
@@ -24,7 +27,11 @@ from funcsplit._src.tf_replicas import replicas_in_sync
 class TracedFunction:
     """A pure function and its `tf.function`, with a check of bad calls.
 
-    Called eagerly it runs the traced function. Called while a `tf.function` (or a
+    Called eagerly it runs the traced function; NumPy arrays are checked first (``check``):
+    their dtype must be the spec's, as a tensor's must (no silent cast of float64 data to
+    float32). When the traced call fails and the arguments are one unbatched example
+    (``diagnose`` finds no problem with ``batched=False``), ``one_example`` runs on them
+    instead. Called while a `tf.function` (or a
     ``dataset.map``) is being traced, or inside a `tf.distribute` replica context with several
     replicas, it runs the Python function inline, so it joins the caller's trace: a nested
     `tf.function` would hide the batch dimension from XLA (which then recompiles for every
@@ -38,10 +45,15 @@ class TracedFunction:
         python_function: Callable[..., Any],
         traced: Any,
         diagnose: Callable[..., list] | None = None,
+        *,
+        check: Callable[..., list] | None = None,
+        one_example: Callable[..., Any] | None = None,
     ):
         self.python_function = python_function
         self._traced = traced
         self._diagnose = diagnose
+        self._check = check
+        self._one_example = one_example
         self._concrete = None  # the one concrete function of a traced fn with a signature
 
     @tf.autograph.experimental.do_not_convert
@@ -50,14 +62,19 @@ class TracedFunction:
             if self._diagnose is not None:
                 raise_if_any(self._diagnose(*args, batched=None))
             return self.python_function(*args)
+        if self._check is not None:
+            raise_if_any(self._check(*args))
         try:
             return self._call_traced(*args)
         except (TypeError, ValueError) as error:
             if isinstance(error, SpecError) or self._diagnose is None:
                 raise
+            if self._one_example is not None and not self._diagnose(*args, batched=False):
+                return self._one_example(*args)
             problems = self._diagnose(*args, batched=True)
             if problems:
-                raise SpecError(problems) from error
+                # from None: TensorFlow's own message prints the arguments' values whole.
+                raise SpecError(problems) from None
             raise
 
     def _call_traced(self, *args: Any) -> Any:
@@ -86,6 +103,47 @@ def _split_function(plan: Plan) -> Callable[[Any], tuple[Any, dict, dict]]:
     return split
 
 
+def _one_example(plan: Plan, element: Any) -> tuple[Any, dict, dict]:
+    """``split`` of one unbatched example: the same parts, each without a batch dimension."""
+
+    def tensor(value: Any) -> Any:
+        composite = isinstance(value, (tf.RaggedTensor, tf.SparseTensor))
+        return value if composite else tf.convert_to_tensor(value)
+
+    return tf.nest.map_structure(tensor, split_parts(plan, element))
+
+
+def numpy_dtype_problems(expected: Any, value: Any, where: str) -> list[Problem]:
+    """A problem for each NumPy array in ``value`` whose dtype is not its type spec's.
+
+    ``expected`` is a nested structure of `tf.TypeSpec` values; a structure that differs is
+    not checked here (the call reports it).
+    """
+    try:
+        pairs = zip(
+            structure.flatten_with_paths(expected), structure.flatten_with_paths(value), strict=True
+        )
+        pairs = list(pairs)
+    except ValueError:
+        return []
+    problems = []
+    for (keys, spec), (_, leaf) in pairs:
+        if isinstance(leaf, (np.ndarray, np.generic)) and isinstance(spec, tf.TypeSpec):
+            found = tf.dtypes.as_dtype(leaf.dtype) if leaf.dtype.kind in "biufc?" else None
+            if found is not None and found != spec.dtype:
+                problems.append(
+                    Problem(
+                        where,
+                        paths.render(keys),
+                        f"dtype {spec.dtype.name} (NumPy arrays are not cast, as tensors are not)",
+                        f"a NumPy array of dtype {leaf.dtype}",
+                        f"convert it first, e.g. np.asarray(x, np.{spec.dtype.name}), or "
+                        "declare the leaf with that dtype",
+                    )
+                )
+    return problems
+
+
 def _element_problems(plan: Plan, element: Any, *, batched: bool | None) -> list:
     def spec_of(value: Any) -> Any:
         if isinstance(value, tf.TypeSpec):
@@ -109,7 +167,10 @@ class CompiledSplit:
         spec: the `SplitSpec` compiled.
         plan: the resolved plan (canonical paths, the role of every leaf).
         split: ``split(element) -> (inputs, targets, weights)``, a `tf.function` with an
-            input signature from the spec (batch dimension ``None``): it traces once.
+            input signature from the spec (batch dimension ``None``): it traces once. Given
+            one unbatched example (each leaf one rank short: ``next(iter(ds))`` of an
+            unbatched dataset), it splits that example. Inputs declared as lists come out
+            as tuples (a ``dataset.map`` would stack a list into one tensor).
         loss: ``loss(targets, predictions, weights) -> LossResult``, traced (at most twice:
             ``reduce_retracing``), or run inline inside another trace or a multi-replica context.
 
@@ -206,6 +267,12 @@ def compile(split: SplitSpec) -> CompiledSplit:  # noqa: A001 - the public contr
     return CompiledSplit(
         spec=split,
         plan=plan,
-        split=TracedFunction(split_fn, traced_split, functools.partial(_element_problems, plan)),
+        split=TracedFunction(
+            split_fn,
+            traced_split,
+            functools.partial(_element_problems, plan),
+            check=lambda element: numpy_dtype_problems(signature[0], element, "split(element)"),
+            one_example=functools.partial(_one_example, plan),
+        ),
         loss=TracedFunction(loss_fn, traced_loss),
     )
