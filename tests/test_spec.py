@@ -165,3 +165,64 @@ class TestCheck:
         spec = fs.ElementSpec.from_structure({"t": tf.RaggedTensorSpec((None, None), tf.int32, 1)})
         with pytest.raises(fs.SpecError, match="ragged"):
             spec.check({"t": tf.TensorSpec((None, 5), tf.int32)})
+
+
+# One example of each kind, as a per-example dataset yields it; tf.data's own ragged_batch
+# makes the batch spec, so the rule is held against TensorFlow, not against funcsplit.
+_EXAMPLES = {
+    "boxes": tf.TensorSpec((None, 4), tf.float32),
+    "image": tf.TensorSpec((None, None, 3), tf.uint8),
+    "inner-unknown": tf.TensorSpec((2, None, 5), tf.float32),
+    "tokens-of-words": tf.RaggedTensorSpec((None, None), tf.int64, 1),
+    "rank-4-ragged-2": tf.RaggedTensorSpec((None, None, None, 2), tf.float32, 2),
+}
+
+
+def _per_example(example: tf.TypeSpec) -> tf.data.Dataset:
+    return tf.data.Dataset.from_generator(lambda: iter(()), output_signature={"x": example})
+
+
+class TestCheckRaggedExamples:
+    @pytest.mark.parametrize("example", _EXAMPLES.values(), ids=_EXAMPLES.keys())
+    def test_one_example_of_a_ragged_batch_fits(self, example):
+        ds = _per_example(example)
+        spec = fs.ElementSpec.from_dataset(ds.ragged_batch(3), batched=True)
+        assert spec["x"].kind == "ragged"
+        spec.check(ds)  # one example: dense, or ragged with one ragged dimension fewer
+        spec.check(ds, batched=False)
+        spec.check(ds.ragged_batch(3))
+        spec.check(ds.ragged_batch(3), batched=True)
+
+    @pytest.mark.parametrize("name", ["boxes", "image", "inner-unknown", "rank-4-ragged-2"])
+    def test_an_example_as_ragged_as_the_batch_is_named(self, name):
+        spec = fs.ElementSpec.from_dataset(_per_example(_EXAMPLES[name]).ragged_batch(3))
+        leaf = spec["x"]
+        too_ragged = tf.RaggedTensorSpec(leaf.shape[1:], leaf.dtype, leaf.ragged_rank)
+        with pytest.raises(fs.SpecError) as info:
+            spec.check({"x": too_ragged}, batched=False)
+        assert info.value.paths == ("x",)
+
+    def test_a_batch_with_another_ragged_rank_is_named(self):
+        spec = fs.ElementSpec.from_structure(
+            {"x": tf.RaggedTensorSpec((None, None, None), tf.float32, 1)}
+        )
+        with pytest.raises(fs.SpecError) as info:
+            spec.check({"x": tf.RaggedTensorSpec((None, None, None), tf.float32, 2)}, batched=True)
+        assert info.value.paths == ("x",)
+        assert "ragged_rank 1" in str(info.value) and "ragged_rank 2" in str(info.value)
+
+    def test_compiled_apply_works_before_and_after_ragged_batch(self):
+        ds = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[1.0, 2.0], [3.0]]))
+        ds = ds.map(lambda t: {"boxes": tf.reshape(t, (-1, 1)), "n": tf.size(t)})
+        spec = fs.ElementSpec.from_dataset(ds.ragged_batch(2))
+        compiled = fs.compile(
+            fs.SplitSpec(spec, inputs="n", losses=(fs.LossBinding("b", _sum_loss, "boxes"),))
+        )
+        example = next(iter(compiled.apply(ds)))
+        assert example[1]["b"].shape == (2, 1)
+        _, targets, _ = next(iter(compiled.apply(ds).ragged_batch(2)))
+        assert targets["b"].to_list() == [[[1.0], [2.0]], [[3.0]]]
+
+
+def _sum_loss(y_true, y_pred):
+    return tf.reduce_sum(y_true.to_tensor(), axis=[1, 2]) - y_pred

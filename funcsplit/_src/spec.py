@@ -281,8 +281,9 @@ class ElementSpec:
         """Checks that a dataset (or an element spec) fits this spec.
 
         Batched datasets are checked against the batched shapes (any batch size); unbatched
-        ones against the shapes without the batch dimension. With ``batched=None`` the
-        interpretation with fewer mismatches is reported.
+        ones against the shapes without the batch dimension, where one example of a ragged
+        leaf is dense or ragged with one ragged dimension fewer (what ``ragged_batch``
+        batches). With ``batched=None`` the interpretation with fewer mismatches is reported.
 
         Raises:
             SpecError: naming every path whose structure, dtype, kind or shape differs.
@@ -349,20 +350,39 @@ class ElementSpec:
         return f"ElementSpec({inner})"
 
 
+def _kind_mismatch(mine: Leaf, theirs: Leaf, batched: bool) -> tuple[str, str] | None:
+    """``(expected, found)`` when ``theirs`` is not of the kind a batch (or an example) has.
+
+    A batch has the spec's kind (and ragged rank). One example of a ragged leaf with ragged
+    rank ``r`` is dense (``ragged_batch`` makes it ragged) or, for ``r >= 2``, ragged with
+    ragged rank ``r - 1`` (``ragged_batch`` adds the batch dimension as one more).
+    """
+    found = theirs.kind if theirs.kind != "ragged" else f"ragged (ragged_rank {theirs.ragged_rank})"
+    if batched or mine.kind != "ragged":
+        if theirs.kind != mine.kind:
+            return f"a {mine.kind} tensor", found
+        if mine.kind == "ragged" and theirs.ragged_rank != mine.ragged_rank:
+            return f"a ragged tensor with ragged_rank {mine.ragged_rank}", found
+        return None
+    rank = mine.ragged_rank - 1
+    if theirs.kind == "dense" or (theirs.kind == "ragged" and theirs.ragged_rank == rank >= 1):
+        return None
+    ragged = f" or a ragged tensor with ragged_rank {rank}" if rank >= 1 else ""
+    return f"one example of a ragged leaf: a dense tensor{ragged}", found
+
+
 def _leaf_mismatch(keys: tuple, mine: Leaf, theirs: Leaf, batched: bool) -> Problem | None:
     expected_shape = mine.shape if batched else mine.shape[1:]
-    if mine.kind == "ragged" and len(expected_shape) < 2:  # one example of a [B, None] leaf
-        expected = attrs.evolve(mine, shape=expected_shape, kind="dense", ragged_rank=None)
-    else:
-        expected = mine.with_shape(expected_shape)
+    expected = mine if batched else Leaf(mine.dtype, expected_shape)
     where = "dataset (batched)" if batched else "dataset (unbatched)"
     fix = "cast or reshape it in a map before funcsplit, or fix the spec"
     if theirs.dtype != mine.dtype:
         return Problem(
             where, paths.render(keys), f"dtype {mine.dtype.name}", theirs.dtype.name, fix
         )
-    if theirs.kind != mine.kind:
-        return Problem(where, paths.render(keys), f"a {mine.kind} tensor", theirs.kind, fix)
+    kind = _kind_mismatch(mine, theirs, batched)
+    if kind is not None:
+        return Problem(where, paths.render(keys), kind[0], kind[1], fix)
     shape_ok = len(theirs.shape) == len(expected_shape) and all(
         a is None or b is None or a == b
         for i, (a, b) in enumerate(zip(expected_shape, theirs.shape))
