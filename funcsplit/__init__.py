@@ -20,11 +20,11 @@ from funcsplit._src.tf_compiler import compile  # noqa: A004 - the contract's na
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("distribute", "jax", "keras", "testing", "tfds")
+_SUBMODULES = ("distribute", "jax", "keras", "testing", "tfds", "weighting")
 
 
 def __getattr__(name: str):
-    """Imports the integration modules on first use (``fs.keras``, ``fs.tfds``, ``fs.jax``)."""
+    """Imports the integration modules on first use (``fs.keras``, ``fs.weighting``, …)."""
     if name in _SUBMODULES:
         import importlib
 

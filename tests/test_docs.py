@@ -38,6 +38,7 @@ PUBLIC_MODULES = (
     "funcsplit.jax",
     "funcsplit.testing",
     "funcsplit.testing.strategies",
+    "funcsplit.weighting",
 )
 # Pages written by other engineers, run by their own tests (if any).
 NOT_OURS = {"howto/testing.md", "scaling.md"}
