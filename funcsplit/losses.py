@@ -14,6 +14,7 @@ from funcsplit._src.registry import NAMES
 from funcsplit._src.registry import BuiltinLoss
 from funcsplit._src.registry import RowWise
 from funcsplit._src.registry import make as _make
+from funcsplit._src.registry import register as _register
 
 __all__ = [
     "NAMES",
@@ -25,6 +26,7 @@ __all__ = [
     "huber",
     "mae",
     "mse",
+    "register",
     "row_wise",
     "sequence_crossentropy",
     "sparse_categorical_crossentropy",
@@ -154,3 +156,39 @@ def row_wise(fn: Any) -> RowWise:
         (True, 1.0)
     """
     return RowWise(fn)
+
+
+def register(name: str, fn: Any) -> Any:
+    """Registers a user loss by name, to fill the named holes of splits read from JSON.
+
+    A saved split writes a user callable (or a Keras ``Loss`` object) as a hole,
+    ``{"callable": "my_dice"}``: loading runs no code named in the text, so the callable
+    comes from ``SplitSpec.from_json(text, losses={...})`` or from this registry. A split
+    whose binding holds a registered callable writes its registered name. Registering a name
+    again replaces the callable. Returns ``fn``, so it works as a decorator with
+    `functools.partial` or as a plain call.
+
+    Args:
+        name: the hole name (not one of the registry losses' names).
+        fn: a callable ``(y_true, y_pred) -> values`` or a Keras ``Loss`` object.
+
+    Returns:
+        ``fn``.
+
+    Raises:
+        SpecError: for an empty name, a registry name, or a ``fn`` that is not callable.
+
+    Examples:
+        >>> import tensorflow as tf
+        >>> import funcsplit as fs
+        >>> def my_dice(y_true, y_pred):
+        ...     return tf.reduce_mean(tf.abs(y_true - y_pred), axis=-1)
+        >>> fs.losses.register("my_dice", my_dice) is my_dice
+        True
+        >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 2)),
+        ...                                       "y": fs.Leaf(tf.float32, (None, 2))})
+        >>> split = fs.SplitSpec(spec, inputs="x", losses=fs.LossBinding("y", my_dice, "y"))
+        >>> fs.SplitSpec.from_json(split.to_json()) == split
+        True
+    """
+    return _register(name, fn)

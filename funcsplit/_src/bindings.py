@@ -10,8 +10,11 @@ from typing import Protocol
 
 import attrs
 
+from funcsplit._src import documents
+from funcsplit._src import loading
 from funcsplit._src import paths
 from funcsplit._src import registry
+from funcsplit._src import serialization
 from funcsplit._src import structure
 from funcsplit._src.errors import SpecError
 from funcsplit._src.paths import Path
@@ -293,3 +296,128 @@ class SplitSpec:
     def groups(self) -> tuple[str, ...]:
         """The binding groups, in order of first use (empty without groups)."""
         return tuple(dict.fromkeys(b.group for b in self.losses if b.group is not None))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The split as a ``funcsplit.split/1`` document: JSON values only.
+
+        User callables and Keras ``Loss`` objects are named holes, ``{"callable": name}``
+        (see `callables`); everything else is written out.
+
+        Raises:
+            SpecError: for a part JSON cannot hold (a dict key that is not str or int, a
+                route value that is not a bool, number or string).
+        """
+        return serialization.to_dict(self)
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The split as JSON text (`to_dict`); `from_json` reads it back.
+
+        Examples:
+            >>> import funcsplit as fs, tensorflow as tf
+            >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 3)),
+            ...                                       "y": fs.Leaf(tf.int32, (None,))})
+            >>> split = fs.SplitSpec(spec, inputs="x", losses=fs.LossBinding(
+            ...     "y", fs.losses.sparse_categorical_crossentropy(from_logits=True), target="y"))
+            >>> fs.SplitSpec.from_json(split.to_json()) == split
+            True
+            >>> split.to_json(indent=None)[:60]
+            '{"format": "funcsplit.split/1", "element": {"dict": {"x": {"'
+        """
+        return serialization.to_json(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(
+        cls,
+        document: Mapping[str, Any],
+        *,
+        losses: Mapping[str, Any] | None = None,
+        namedtuples: Mapping[str, type] | None = None,
+    ) -> SplitSpec:
+        """Reads a split from its document (`to_dict`), executing no code.
+
+        Args:
+            document: the ``funcsplit.split/1`` document.
+            losses: callables by hole name (``{"my_dice": my_dice}``). Holes not given here
+                are filled from `funcsplit.losses.register`, then, for Keras ``Loss``
+                objects of Keras or registered with
+                ``keras.saving.register_keras_serializable``, through Keras's registry in
+                safe mode.
+            namedtuples: namedtuple classes by name, for elements or inputs that hold
+                namedtuples (without one, a namedtuple class of the same name and fields
+                is made, the same one for every load).
+
+        Raises:
+            SpecError: naming each wrong field (wrong format version, unknown key, wrong
+                type, nesting too deep, a number out of range) and each hole no one filled.
+        """
+        parts = loading.from_dict(document, losses=losses, namedtuples=namedtuples)
+        bindings = []
+        problems = []
+        for index, kwargs in enumerate(parts.bindings):
+            try:
+                route = kwargs["route"]
+                route = None if route is None else Route(**route)
+                bindings.append(LossBinding(**{**kwargs, "route": route}))
+            except SpecError as error:
+                for p in error.problems:
+                    where = f"SplitSpec.from_json field 'losses[{index}]': {p.where}"
+                    problems.append(attrs.evolve(p, where=where))
+        if problems:
+            raise SpecError(problems)
+        return cls(parts.element, parts.inputs, tuple(bindings), parts.drop, strict=parts.strict)
+
+    @classmethod
+    def from_json(
+        cls,
+        text: str | bytes,
+        *,
+        losses: Mapping[str, Any] | None = None,
+        namedtuples: Mapping[str, type] | None = None,
+    ) -> SplitSpec:
+        """Reads a split from JSON text (`to_json`), executing no code.
+
+        The text is parsed strictly (no NaN, no duplicate keys, bounded nesting and number
+        sizes); see `from_dict` for ``losses`` and ``namedtuples``.
+
+        Raises:
+            SpecError: naming each wrong field and each hole no one filled.
+
+        Examples:
+            >>> import funcsplit as fs, tensorflow as tf
+            >>> def my_dice(y_true, y_pred):
+            ...     return tf.reduce_mean(tf.abs(y_true - y_pred))
+            >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 3)),
+            ...                                       "y": fs.Leaf(tf.float32, (None, 3))})
+            >>> split = fs.SplitSpec(spec, inputs="x", losses=fs.LossBinding("y", my_dice, "y"))
+            >>> split.to_dict()["losses"][0]["fn"]
+            {'callable': 'my_dice'}
+            >>> fs.SplitSpec.from_json(split.to_json(), losses={"my_dice": my_dice}) == split
+            True
+        """
+        document = documents.parse(text)
+        return cls.from_dict(document, losses=losses, namedtuples=namedtuples)
+
+    def callables(self) -> dict[str, Any]:
+        """The user callables (and Keras ``Loss`` objects) of the bindings, by hole name.
+
+        ``from_json(split.to_json(), losses=split.callables())`` gives back an equal split.
+        A callable registered with `funcsplit.losses.register` keeps its registered name;
+        others are named by ``__name__`` (else their class name), with ``_2``, ``_3``... for
+        different callables of one name.
+        """
+        return serialization.callables(self.losses)
+
+    def fingerprint(self) -> str:
+        """A short stable hash (16 hex digits) of the split's canonical JSON.
+
+        Equal splits have equal fingerprints, whatever their dict key order, in any process.
+
+        Examples:
+            >>> import funcsplit as fs, tensorflow as tf
+            >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 3))})
+            >>> split = fs.SplitSpec(spec, inputs="x")
+            >>> same = fs.SplitSpec(spec, inputs="x")
+            >>> len(split.fingerprint()), split.fingerprint() == same.fingerprint()
+            (16, True)
+        """
+        return serialization.fingerprint(self.to_dict())

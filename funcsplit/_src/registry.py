@@ -164,6 +164,49 @@ def get(name: str, *, where: str = "loss", path: str | None = None) -> BuiltinLo
     return BuiltinLoss(name)
 
 
+# User callables registered by name (`funcsplit.losses.register`): what fills the named holes
+# of a loaded split (``{"callable": "my_dice"}``) when the caller does not pass them.
+_USER: dict[str, Any] = {}
+
+
+def register(name: str, fn: Any) -> Any:
+    """Registers a user loss under ``name`` for loading saved splits; returns ``fn``.
+
+    Raises:
+        SpecError: for an empty name, a registry loss name, or a ``fn`` that is not callable.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError.single("funcsplit.losses.register", None, "a non-empty name", repr(name))
+    if name in RECORDS:
+        raise SpecError.single(
+            "funcsplit.losses.register",
+            None,
+            "a name that is not a registry loss",
+            repr(name),
+            "pick another name: registry names always mean the built-in losses",
+        )
+    if isinstance(fn, (str, BuiltinLoss, RowWise)) or not callable(fn):
+        raise SpecError.single(
+            "funcsplit.losses.register",
+            None,
+            "a user callable (y_true, y_pred) -> values, or a Keras Loss",
+            repr(fn),
+            "register the function itself; row_wise(fn) is saved as row_wise of the hole",
+        )
+    _USER[name] = fn
+    return fn
+
+
+def registered(name: str) -> Any | None:
+    """The callable registered under ``name``, or None."""
+    return _USER.get(name)
+
+
+def registered_name(fn: Any) -> str | None:
+    """The name ``fn`` (this very object) is registered under, or None."""
+    return next((name for name, known in _USER.items() if known is fn), None)
+
+
 def as_loss(fn: Any) -> Any:
     """Turns a registry name into its `BuiltinLoss`; returns other callables unchanged."""
     return get(fn) if isinstance(fn, str) else fn
