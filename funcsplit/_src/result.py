@@ -14,6 +14,8 @@ class LossResult(NamedTuple):
         per_loss: ``{binding name: scalar}``, each unweighted by the binding's ``weight``.
         counts: ``{binding name: int32 scalar}``, examples routed to each binding in this
             batch (this replica's share under `tf.distribute`).
+        weights: ``{binding name: scalar}``, the task weights ``alpha`` a weighted training
+            step applied (``fs.keras.train_step(..., weighting=...)``); None otherwise.
 
     Examples:
         >>> import funcsplit as fs
@@ -24,3 +26,4 @@ class LossResult(NamedTuple):
     total: Any
     per_loss: dict[str, Any]
     counts: dict[str, Any]
+    weights: dict[str, Any] | None = None

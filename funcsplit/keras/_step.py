@@ -9,6 +9,7 @@ optimizer.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from funcsplit._src.result import LossResult
 from funcsplit._src.tf_compiler import CompiledSplit
 from funcsplit._src.tf_compiler import TracedFunction
 from funcsplit._src.tf_replicas import replicas_in_sync
+from funcsplit.keras import _weighted
 
 _WHERE = "fs.keras.train_step"
 
@@ -151,39 +153,71 @@ def check_disjoint(models: Mapping[str, Any]) -> None:
     raise_if_any(problems)
 
 
-def _regularization(models: Mapping[str, Any]) -> tf.Tensor | float:
+def _regularization(models: Mapping[str, Any]) -> tf.Tensor | None:
     penalties = [tf.reduce_sum(tf.cast(v, tf.float32)) for m in models.values() for v in m.losses]
     if not penalties:
-        return 0.0
+        return None
     return tf.add_n(penalties) / replicas_in_sync()
 
 
-def _step_function(compiled: CompiledSplit, models: dict, optimizers: dict, forms: _Forms):
+def _step_function(
+    compiled: CompiledSplit,
+    models: dict,
+    optimizers: dict,
+    forms: _Forms,
+    weightings: dict[str | None, _weighted.TaskWeighting] | None,
+    resolve_shared: Any,
+):
     groups = compiled.groups
+    weights = {b.name: b.weight for b in compiled.spec.losses}
+    # A weighted step takes several gradients from one tape (the Gram rows, each group).
+    persistent = bool(weightings) and (
+        len(weightings) > 1 or any(w.method.needs_gram for w in weightings.values())
+    )
 
     def step(element: Any) -> LossResult:
+        resolve_shared()
         if forms.is_raw(element):
             element = compiled.split.python_function(element)
-        inputs, targets, weights = element
-        with tf.GradientTape() as tape:
+        inputs, targets, sample_weights = element
+        with tf.GradientTape(persistent=persistent) as tape:
             if groups:
                 predictions = {g: models[g](inputs[g], training=True) for g in groups}
             else:
                 predictions = models[None](inputs, training=True)
             # Inline: a nested tf.function's gradient would make XLA recompile per batch.
-            result = compiled.loss.python_function(targets, predictions, weights)
-            objective = result.total + _regularization(models)
+            result = compiled.loss.python_function(targets, predictions, sample_weights)
+            if weightings:
+                penalties = {g: _regularization({g: m}) for g, m in models.items()}
+                losses = {g: w.task_losses(result, weights) for g, w in weightings.items()}
+            else:
+                penalty = _regularization(models)
+                objective = result.total if penalty is None else result.total + penalty
         check_disjoint(models)
         variables = {g: list(m.trainable_variables) for g, m in models.items()}
-        flat = [v for vs in variables.values() for v in vs]
-        gradients = iter(tape.gradient(objective, flat))
+        alphas = {}
+        if weightings:
+            gradients = {}
+            for g, weighting in weightings.items():
+                gradients[g], alphas[g] = _weighted.weighted_gradients(
+                    tape, weighting, losses[g], result, variables[g], penalties[g]
+                )
+            del tape
+        else:
+            flat = iter(tape.gradient(objective, [v for vs in variables.values() for v in vs]))
+            gradients = {g: [next(flat) for _ in vs] for g, vs in variables.items()}
         by_optimizer: dict[int, tuple[Any, list]] = {}
         for g, vs in variables.items():
             pairs = by_optimizer.setdefault(id(optimizers[g]), (optimizers[g], []))[1]
-            pairs.extend((next(gradients), v) for v in vs)
+            pairs.extend(zip(gradients[g], vs))
         for optimizer, pairs in by_optimizer.values():
             optimizer.apply_gradients(pairs)
-        return result
+        if not weightings:
+            return result
+        task_weights = {
+            name: alphas[g][t] for g, w in weightings.items() for t, name in enumerate(w.names)
+        }
+        return result._replace(weights={n: task_weights[n] for n in compiled.names})
 
     return step
 
@@ -278,7 +312,16 @@ class _BuildThenTrace:
     signature each), so each traces once, whatever the batch size.
     """
 
-    def __init__(self, step: Any, forms: _Forms, models: dict, optimizers: dict, jit: bool):
+    def __init__(
+        self,
+        step: Any,
+        forms: _Forms,
+        models: dict,
+        optimizers: dict,
+        jit: bool,
+        on_built: Any = None,
+    ):
+        self._on_built = on_built
         self._forms = forms
         self._models = models
         self._optimizers = optimizers
@@ -300,6 +343,8 @@ class _BuildThenTrace:
             raise_if_any(self._forms.problems(element))
             split = self._forms.compiled.split.python_function(element) if raw else element
             _build(self._models, self._optimizers, split[0])
+            if self._on_built is not None:
+                self._on_built()
             # The step has an input signature, so one concrete function: called directly, it
             # skips tf.function's per-call dispatch (~0.2-0.4 ms a step), same checks.
             concrete = self._concrete[raw] = self._traced[raw].get_concrete_function()
@@ -324,8 +369,10 @@ def train_step(
     models: keras.Model | Mapping[str, keras.Model],
     optimizers: keras.optimizers.Optimizer | Mapping[str, keras.optimizers.Optimizer],
     *,
+    weighting: Any = None,
+    shared: Any = None,
     jit_compile: bool = False,
-) -> TracedFunction:
+) -> TrainStep:
     """Builds one traced training step: each group's losses update only its own model.
 
     ``models[g]`` is called on ``inputs[g]`` and its output is ``predictions[g]``; one
@@ -350,16 +397,33 @@ def train_step(
         compiled: the `CompiledSplit`.
         models: ``{group: keras.Model}``, or one model for a split without groups.
         optimizers: ``{group: optimizer}``, or one optimizer for a split without groups.
+        weighting: an ``fs.weighting.Method`` (``{group: method}`` with groups) that weighs
+            the tasks (bindings): see below.
+        shared: the variables the tasks share, for a method with ``needs_gram``: a list of
+            variables, ``model -> variables``, or ``{group: either}``.
         jit_compile: compile the step with XLA (as Keras ``fit`` does on accelerators).
 
+    With ``weighting``, each binding is a task with loss ``L_t = weight · loss`` (its term of
+    the total), present when the batch routes examples to it. The method's ``update`` takes
+    the task losses, their presence and, when it needs it, the Gram matrix ``G Gᵀ`` of the
+    task gradients with respect to ``shared`` (one backward pass per task over the shared
+    part), and gives ``alpha`` (no gradient flows through it); the step applies
+    ``Σ_t alpha_t ∇L_t`` plus the regularization losses' gradient. Under `tf.distribute` the
+    losses, presence and Gram matrix are those of the global batch, so alpha equals one
+    device's. The method's state lives in non-trainable variables, ``step.weighting_state``:
+    ``tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)`` carries it.
+
     Returns:
-        ``step(element) -> LossResult``.
+        ``step(element) -> LossResult``; with ``weighting``, its ``weights`` hold each
+        binding's ``alpha`` of the step (``total`` stays ``Σ_b weight_b · loss_b``).
 
     Raises:
         SpecError: up front for a missing, extra or wrongly typed model or optimizer, or the
-            same model for two groups; at the first call, if two groups' models share a
-            trainable variable, or if ``element`` is neither a raw element nor what
-            ``compiled.apply`` yields.
+            same model for two groups, a ``weighting`` that is not a method (or a dict of
+            them per group), or a Gram method without ``shared``; when the models are
+            built, for ``shared`` variables the model does not train; at the first call, if
+            two groups' models share a trainable variable, or if ``element`` is neither a
+            raw element nor what ``compiled.apply`` yields.
 
     Examples:
         >>> import funcsplit as fs, keras, tensorflow as tf
@@ -377,16 +441,71 @@ def train_step(
         2
     """
     _check_arguments(compiled, models, optimizers)
+    methods = _weighted.check_methods(_WHERE, weighting, compiled.groups)
+    _weighted.check_shared_given(_WHERE, methods, shared)
     if compiled.groups:
         models, optimizers = dict(models), dict(optimizers)
     else:
         models, optimizers = {None: models}, {None: optimizers}
     _build(models, optimizers)
+    weightings = _weightings(compiled, models, methods)
+    resolve = functools.partial(_resolve_shared, weightings, models, shared)
+    resolve(only_built=True)
     forms = _Forms(compiled)
-    step = _step_function(compiled, models, optimizers, forms)
+    step = _step_function(compiled, models, optimizers, forms, weightings, resolve)
     step = tf.autograph.experimental.do_not_convert(step)
-    return TracedFunction(
+    return TrainStep(
         step,
-        _BuildThenTrace(step, forms, models, optimizers, jit_compile),
+        _BuildThenTrace(step, forms, models, optimizers, jit_compile, resolve),
         lambda element, batched=None: forms.problems(element),
+        weightings=weightings,
     )
+
+
+def _weightings(
+    compiled: CompiledSplit, models: dict, methods: dict | None
+) -> dict[str | None, _weighted.TaskWeighting] | None:
+    """One `TaskWeighting` per group, its state in variables of the models' strategy."""
+    if methods is None:
+        return None
+    out = {}
+    for group, method in methods.items():
+        names = [b.name for b in compiled.spec.losses if b.group == group]
+        with _scope_of(list(models[group].variables)):
+            out[group] = _weighted.TaskWeighting(method, names, _state_variable)
+    return out
+
+
+def _state_variable(name: str, value: tf.Tensor) -> tf.Variable:
+    return tf.Variable(
+        value,
+        trainable=False,
+        name=name,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )
+
+
+def _resolve_shared(
+    weightings: dict | None, models: dict, shared: Any, *, only_built: bool = False
+) -> None:
+    """Sets each Gram method's shared variables, once its model is built."""
+    for group, weighting in (weightings or {}).items():
+        if weighting.shared or not weighting.method.needs_gram:
+            continue
+        if only_built and not models[group].built:
+            continue
+        weighting.shared = _weighted.resolve_shared(_WHERE, shared, models[group], group)
+
+
+class TrainStep(TracedFunction, tf.Module):
+    """The step `train_step` returns: a `TracedFunction` that checkpoints its weighting state.
+
+    ``tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)`` saves and restores
+    the weighting methods' state (``step.weighting_state``, non-trainable variables) beside
+    the model and the optimizer.
+    """
+
+    def __init__(self, *args: Any, weightings: dict | None = None, **kwargs: Any):
+        tf.Module.__init__(self, name="train_step")
+        TracedFunction.__init__(self, *args, **kwargs)
+        self.weighting_state = [v for w in (weightings or {}).values() for v in w.variables]
