@@ -498,3 +498,63 @@ def test_regression_check_names_a_missing_leaf_beside_a_ragged_leaf():
     )
     found = {"tokens": tf.RaggedTensorSpec((None, None), tf.int32, 1)}
     raises_naming(["label"], spec.check, found)
+
+
+# ------------------------------------ 9. what real code brings: examples, NumPy, pipelines
+
+
+def tuples(node: Any) -> Any:
+    """A declared structure as `split` returns it: lists as tuples."""
+    if isinstance(node, Mapping):
+        return {k: tuples(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return tuple(tuples(v) for v in node)
+    if is_namedtuple(node):
+        return type(node)(*(tuples(v) for v in node))
+    if isinstance(node, tuple):
+        return tuple(tuples(v) for v in node)
+    return node
+
+
+def tensor(value: Any) -> Any:
+    composite = isinstance(value, (tf.RaggedTensor, tf.SparseTensor))
+    return value if composite else tf.convert_to_tensor(value)
+
+
+@given(splits(), st.data())
+def test_one_unbatched_example_is_split_at_its_paths(case, data):
+    """`split` on what an unbatched dataset yields (each leaf one rank short): the leaf at
+    each declared path, lists as tuples; as tensors or as NumPy arrays."""
+    split, _ = case
+    example = data.draw(fst.examples(split, as_numpy=data.draw(st.booleans())))
+    inputs, targets, _ = fs.compile(split).split(example)
+    expected = map_paths(tuples(split.inputs), lambda p: get(example, p.keys))
+    assert_same(inputs, tf.nest.map_structure(tensor, expected), "inputs")
+    assert not any(isinstance(v, list) for v in tf.nest.flatten(inputs, expand_composites=False))
+    for b in split.losses:
+        assert_same(targets[b.name], tf.nest.map_structure(tensor, get(example, b.target.keys)))
+
+
+@given(splits(), st.data())
+def test_numpy_batches_split_as_their_tensors(case, data):
+    """``tfds.as_numpy``-style batches (arrays of the spec's dtypes) give the tensors' split."""
+    split, _ = case
+    arrays = data.draw(fst.elements(split, batch_size=2, as_numpy=True))
+    tensors = tf.nest.map_structure(
+        lambda v: tf.constant(v) if isinstance(v, np.ndarray) else v, arrays
+    )
+    compiled = fs.compile(split)
+    assert_same(compiled.split(arrays), compiled.split(tensors))
+
+
+@given(splits())
+def test_apply_yields_what_split_returns_list_inputs_kept_apart(case):
+    """Through a `tf.data` map (where a returned list would be stacked into one tensor) the
+    elements are what `split` returns: same structure, same tensors."""
+    split, element = case
+    compiled = fs.compile(split)
+    expected = compiled.split(element)
+    assume(tf.nest.flatten(expected))  # tf.data cannot map to an empty structure
+    element = tuples(element)  # tf.data holds tuples, never lists
+    mapped = next(iter(compiled.apply(tf.data.Dataset.from_tensors(element))))
+    assert_same(mapped, expected)

@@ -68,10 +68,13 @@ def _route_value(dtype: tf.DType) -> st.SearchStrategy[Any]:
         return st.booleans()
     if dtype.is_integer:
         small = st.integers(max(dtype.min, -3), min(dtype.max, 3))
-        return st.one_of(small, st.integers(dtype.min, dtype.max))
+        values = st.one_of(small, st.integers(dtype.min, dtype.max))
+        # NumPy scalars of the leaf's dtype too: what np.unique(labels) gives.
+        as_numpy = values.map(lambda v: np.array(v, dtype=dtype.as_numpy_dtype)[()])
+        return st.one_of(values, as_numpy)
     np_dtype = np.float32 if dtype == tf.bfloat16 else dtype.as_numpy_dtype
     exact = hnp.from_dtype(np.dtype(np_dtype), allow_nan=False, allow_infinity=False)
-    return st.one_of(st.sampled_from([0.0, 1.0, -1.0]), exact.map(float))
+    return st.one_of(st.sampled_from([0.0, 1.0, -1.0]), exact.map(float), exact)
 
 
 def routes(
@@ -232,6 +235,8 @@ def _bindings(draw: Any, spec, names, group, fns, subtree_targets) -> fs.LossBin
         sample_weight = draw(st.sampled_from(weight_paths))
     route = draw(st.none() | routes(spec)) if per_example else None
     weight = draw(st.sampled_from([1.0, 0.0, 0.5, 2.0, -1.0, 1e3]) | st.floats(-10, 10))
+    if draw(st.booleans()):
+        weight = np.float32(weight)  # NumPy scalars work wherever numbers do
     reduction = draw(st.sampled_from(["weighted_mean", "weighted_mean", "sum_over_batch_size"]))
     return fs.LossBinding(
         name,

@@ -41,6 +41,7 @@ def elements(
     batch_size: int | st.SearchStrategy[int],
     max_magnitude: float | None = None,
     max_dim: int = 3,
+    as_numpy: bool = False,
 ) -> st.SearchStrategy[Any]:
     """Concrete batched elements that fit ``spec``: what ``compiled.split`` is called on.
 
@@ -59,9 +60,11 @@ def elements(
         batch_size: the batch size (an int >= 0) or a strategy of them.
         max_magnitude: a bound on the absolute value of numbers (None: the dtype's range).
         max_dim: the largest size drawn for an unknown dimension.
+        as_numpy: dense leaves as NumPy arrays of the leaf's dtype (strings as ``bytes``
+            arrays), as ``tfds.as_numpy`` yields them; ragged and sparse leaves stay tensors.
 
     Returns:
-        A strategy of nested structures of tensors.
+        A strategy of nested structures of tensors (or arrays).
 
     Raises:
         InvalidArgument: for a spec that is not an `fs.ElementSpec` / `fs.SplitSpec` or a
@@ -85,7 +88,65 @@ def elements(
     bound = _checks.check_magnitude("max_magnitude", max_magnitude, optional=True)
     _checks.check_int("max_dim", max_dim, minimum=1)
     nonnegative, route_values = _roles(split) if split is not None else (set(), {})
-    return _elements(element_spec, sizes, bound, max_dim, frozenset(nonnegative), route_values)
+    drawn = _elements(element_spec, sizes, bound, max_dim, frozenset(nonnegative), route_values)
+    return drawn.map(_as_numpy) if as_numpy else drawn
+
+
+def examples(
+    spec: fs.ElementSpec | fs.SplitSpec,
+    *,
+    max_magnitude: float | None = None,
+    max_dim: int = 3,
+    as_numpy: bool = False,
+) -> st.SearchStrategy[Any]:
+    """One unbatched example that fits ``spec``: what an unbatched dataset yields.
+
+    Each leaf is one rank short of the spec's (the batch dimension gone): a scalar for a
+    ``[B]`` leaf, a dense tensor (or a ragged one with one ragged dimension fewer) for a
+    ragged leaf, as ``next(iter(tf.data.Dataset.from_tensor_slices(batch)))`` gives it. The
+    values are those of `elements` (the first example of a batch).
+
+    Args:
+        spec: the element spec, or a split spec (its ``element``).
+        max_magnitude: as in `elements`.
+        max_dim: as in `elements`.
+        as_numpy: as in `elements`.
+
+    Returns:
+        A strategy of nested structures of tensors (or arrays).
+
+    Examples:
+        >>> from hypothesis import given, settings
+        >>> import funcsplit as fs, tensorflow as tf
+        >>> from funcsplit.testing import strategies as fst
+        >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 2)),
+        ...                                       "y": fs.Leaf(tf.int32, (None,))})
+        >>> @settings(max_examples=5, database=None)
+        ... @given(fst.examples(spec))
+        ... def test(example):
+        ...     assert example["x"].shape == (2,) and example["y"].shape == ()
+        >>> test()
+    """
+    batches = elements(spec, batch_size=1, max_magnitude=max_magnitude, max_dim=max_dim)
+    first = batches.map(lambda batch: tf.nest.map_structure(_first_example, batch))
+    return first.map(_as_numpy) if as_numpy else first
+
+
+def _first_example(value: Any) -> Any:
+    """Row 0 of a batched leaf, as `tf.data` unbatches it (a ragged row of ragged rank 1 is
+    dense, a sparse row keeps the other dimensions)."""
+    if isinstance(value, tf.SparseTensor):
+        rest = value.dense_shape[1:]
+        row = tf.sparse.slice(value, tf.zeros_like(value.dense_shape), tf.concat([[1], rest], 0))
+        return tf.sparse.reshape(row, rest)
+    return value[0]
+
+
+def _as_numpy(element: Any) -> Any:
+    def convert(value: Any) -> Any:
+        return value.numpy() if isinstance(value, tf.Tensor) else value
+
+    return tf.nest.map_structure(convert, element)
 
 
 def _roles(split: fs.SplitSpec) -> tuple[set, dict]:

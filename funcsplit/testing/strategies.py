@@ -4,7 +4,8 @@ Use them in your own property tests, as `hypothesis.extra.numpy` is used for arr
 
 - `structures` draws `fs.ElementSpec` values (nested dicts / tuples / lists / namedtuples of
   float, int, bool, string, ragged leaves of per-example rank 0 to 4; odd dict keys);
-- `elements` draws concrete batches (tensors) that fit a spec, with extreme but valid values;
+- `elements` draws concrete batches (tensors, or NumPy arrays) that fit a spec, with extreme
+  but valid values; `examples` draws one unbatched example (what an unbatched dataset yields);
 - `split_specs` draws valid `fs.SplitSpec` values over a structure (inputs, bindings with
   routes, sample weights, static weights, groups, drops; every leaf accounted for);
 - `predictions` draws model outputs that fit a split's bindings for a given batch;
@@ -39,6 +40,7 @@ from funcsplit.testing._splits import per_example_paths
 from funcsplit.testing._splits import routes
 from funcsplit.testing._splits import split_specs
 from funcsplit.testing._values import elements
+from funcsplit.testing._values import examples
 from funcsplit.testing._values import leafwise_squared_error
 from funcsplit.testing._values import predictions
 
@@ -47,6 +49,7 @@ __all__ = [
     "bindings",
     "dict_keys",
     "elements",
+    "examples",
     "leafwise_squared_error",
     "leaves",
     "loss_fns",
