@@ -32,6 +32,7 @@ from funcsplit._src.tf_reduction import route_mask
 from funcsplit._src.tf_reduction import safe_targets
 from funcsplit._src.tf_replicas import global_sum
 from funcsplit._src.tf_replicas import replicas_in_sync
+from funcsplit.keras import _saving
 
 
 class _GlobalBatchMean(keras.metrics.Mean):
@@ -160,8 +161,13 @@ class RoutedModel(keras.Model):
     get each binding's route-and-sample weight. Routed-away targets are replaced by zeros
     before any metric sees them (a ``-1`` label cannot crash a metric).
 
-    Saving: save the inner model, ``routed.model.save("model.keras")``; it reloads with
-    ``keras.models.load_model`` for inference without funcsplit. ``routed.save`` raises.
+    Weights and checkpoints: ``save_weights`` / ``load_weights`` (and Keras's
+    ``ModelCheckpoint(save_weights_only=True)`` and ``BackupAndRestore``) carry the inner
+    model's weights and the optimizer's state. The wrapper builds itself (and its optimizer)
+    from the split's element spec, so a fresh ``RoutedModel``, compiled as the saved one was,
+    loads them without a batch of data. ``export(dir)`` writes the inner model's SavedModel,
+    served with plain ``tf.saved_model.load`` (no funcsplit needed). For inference in Keras,
+    save the inner model, ``routed.model.save("model.keras")``. ``routed.save`` raises.
 
     Distribution and XLA: build and compile under ``strategy.scope()`` as usual. Each
     replica's loss is its share of the global loss (funcsplit's global denominators), not
@@ -226,6 +232,13 @@ class RoutedModel(keras.Model):
         return self.model(inputs, training=training)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras builds from the first batch under a strategy only, and otherwise at the first
+        # trace: too late for BackupAndRestore, which loads the weights at train begin. The
+        # split's spec gives the batch's structure, dtypes and shapes without reading one.
+        if not _saving.needs_build(self):
+            return None
+        if data_batch is None and not _saving.unknown_input_dims(self.compiled_split):
+            return _saving.build_from_split(self)
         # Under a strategy, Keras builds from the first batch averaged over the replicas
         # (strategy.reduce("MEAN")), which fails for bool route leaves and for parts of
         # different sizes. One replica's part has the same structure, dtypes and shapes.
@@ -243,6 +256,10 @@ class RoutedModel(keras.Model):
             )
             break
         return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _build_if_needed(self) -> None:
+        if _saving.needs_build(self):
+            _saving.build_from_split(self)
 
     def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Keras's ``fit``; refuses the raw dataset (pass ``compiled.apply(ds)``).
@@ -348,6 +365,68 @@ class RoutedModel(keras.Model):
             outputs[bound.name] = select_output(bound, y_pred)
             weights[bound.name] = weight
         return y_true, outputs, weights
+
+    def save_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        """Keras's ``save_weights``; builds the model and its optimizer from the split first.
+
+        The ``.weights.h5`` file holds the inner model's weights and, once compiled, the
+        optimizer's state (Adam's moments and step count), so `load_weights` resumes training.
+        """
+        self._build_if_needed()
+        return super().save_weights(filepath, *args, **kwargs)
+
+    def load_weights(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        """Keras's ``load_weights``, with no need to build by hand first.
+
+        The wrapper, the inner model and (once compiled) the optimizer are built from the
+        split's element spec, so a fresh ``RoutedModel(model, compiled)`` compiled as the saved
+        one was loads a ``.weights.h5`` (or ``.keras``) file, optimizer state included.
+
+        Raises:
+            SpecError: if the model is not built and an input's non-batch dimensions are
+                unknown in the split's element spec.
+        """
+        self._build_if_needed()
+        return super().load_weights(filepath, *args, **kwargs)
+
+    def export(
+        self,
+        filepath: Any,
+        format: str = "tf_saved_model",  # noqa: A002 - Keras's argument name
+        verbose: bool | None = None,
+        input_signature: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Exports the inner model for inference; the artifact needs no funcsplit to serve.
+
+        Delegates to ``self.model.export``. The serving signature is the split's inputs (one
+        `tf.TensorSpec` per input leaf, named by its place in ``inputs``, batch ``None``)
+        unless ``input_signature`` is given. Load it with plain ``tf.saved_model.load(dir)``
+        and call ``.serve(inputs)``.
+
+        Raises:
+            SpecError: if the model is not built and an input's non-batch dimensions are
+                unknown in the split's element spec.
+
+        Examples:
+            >>> import funcsplit as fs, keras, tempfile, tensorflow as tf
+            >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 2)),
+            ...                                       "y": fs.Leaf(tf.float32, (None, 1))})
+            >>> compiled = fs.compile(fs.SplitSpec(spec, inputs="x",
+            ...                       losses=(fs.LossBinding("y", "mse", target="y"),)))
+            >>> routed = fs.keras.RoutedModel(keras.Sequential([keras.layers.Dense(1)]),
+            ...                               compiled)
+            >>> directory = tempfile.mkdtemp()
+            >>> routed.export(directory, verbose=False)
+            >>> tf.saved_model.load(directory).serve(tf.ones((3, 2))).shape
+            TensorShape([3, 1])
+        """
+        self._build_if_needed()
+        if input_signature is None:
+            input_signature = _saving.export_signature(self.compiled_split)
+        return self.model.export(
+            filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
+        )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Refuses: save the inner model (``routed.model.save(...)``), which needs no funcsplit.
