@@ -130,6 +130,25 @@ def dice_split():
     )
 
 
+def rank1_split():
+    """Rank-1 heads (a squeezed ``Dense(1)``): ``[B]`` targets and predictions, routed and
+    weighted unevenly between the replicas (issue 13 item 1)."""
+    import funcsplit as fs
+
+    losses = (
+        fs.LossBinding("reg", "mse", target="sw", output="reg", route=fs.route("task", equals=1)),
+        fs.LossBinding(
+            "reg_bce",
+            "binary_crossentropy",
+            target="has_box",
+            output="reg_p",
+            route=fs.route("label", not_equal=-1),
+            sample_weight="sw",
+        ),
+    )
+    return fs.SplitSpec(element_spec(), inputs="x", losses=losses, drop=("box", "tok", "mask"))
+
+
 def grouped_split():
     """The exact split with two groups: ``a`` trains on the label, ``b`` on box and tok."""
     import funcsplit as fs
@@ -150,6 +169,8 @@ def predictions(w, x):
         "box": h[:, 3:5],
         "tok": h[:, 5:8],
         "mask": tf.sigmoid(h[:, 8:11]),
+        "reg": h[:, 3],  # rank-1 heads of rank1_split
+        "reg_p": tf.sigmoid(h[:, 8]),
     }
 
 

@@ -29,7 +29,12 @@ def section_core(strategy):
 
     batch, sizes, w0 = common.fixed_case()
     out = {"batch": batch, "sizes": sizes, "w0": w0}
-    for name, split in (("exact", common.exact_split()), ("dice", common.dice_split())):
+    splits = {
+        "exact": common.exact_split(),
+        "dice": common.dice_split(),
+        "rank1": common.rank1_split(),
+    }
+    for name, split in splits.items():
         compiled = fs.compile(split)
         single = common.single_runner(compiled, w0)(batch)
         mirrored = common.mirrored_runner(strategy, compiled, w0)(

@@ -250,6 +250,29 @@ def test_per_replica_denominators_would_be_wrong(runs):
         assert abs(averaged - exact[name]) > 0.05 * abs(exact[name]), name
 
 
+def test_rank1_heads_are_exact_across_replicas(runs):
+    """Issue 13 item 1: [B] targets and predictions are per-example values, routed and
+    weighted exactly when the replicas hold different numbers of routed examples."""
+    core = runs.mirrored("core")
+    b = {k: np.asarray(v) for k, v in core["batch"].items()}
+    h = b["x"].astype(np.float64) @ np.asarray(core["w0"], np.float64)
+    task, routed = (b["task"] == 1).astype(float), (b["label"] != -1).astype(float)
+    sw, has_box = b["sw"].astype(float), b["has_box"].astype(float)
+    p = np.clip(1.0 / (1.0 + np.exp(-h[:, 8])), 1e-7, 1 - 1e-7)
+    bce = -(has_box * np.log(p) + (1 - has_box) * np.log(1 - p))
+    expected = {
+        "reg": weighted_mean((h[:, 3] - sw) ** 2, task),
+        "reg_bce": weighted_mean(bce, routed * sw),
+    }
+    single, mirrored = core["rank1"]["single"], core["rank1"]["mirrored"]
+    for name, value in expected.items():
+        assert_close(single[0]["per_loss"][name], value)
+        assert_close(mirrored[0]["per_loss"][name], value)
+    assert mirrored[0]["counts"] == single[0]["counts"] == {"reg": 4, "reg_bce": 6}
+    assert np.abs(np.asarray(single[1])).max() > 0.01
+    assert_close(mirrored[1], single[1])
+
+
 def test_dice_is_weighted_by_routed_share(runs):
     core = runs.mirrored("core")
     parts = np_parts(core["batch"], core["sizes"])

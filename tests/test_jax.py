@@ -120,6 +120,13 @@ CASES = {
     "mse_vector_target_column_pred": Case(
         "mse", _float(), lambda rng, b: _normal(rng, (b, 1)), _nan
     ),
+    # rank-1 heads (a squeezed Dense(1)): [B] targets and predictions are per-example values
+    "mse_rank1": Case("mse", _float(), lambda rng, b: _normal(rng, (b,)), _nan),
+    "mae_rank1": Case("mae", _float(), lambda rng, b: _normal(rng, (b,)), _nan),
+    "huber_rank1": Case("huber", _float(), lambda rng, b: _normal(rng, (b,)), _nan),
+    "bce_rank1": Case(
+        "binary_crossentropy", _labels(2), lambda rng, b: _sigmoid(rng, (b,)), lambda v: -7
+    ),
     "mae_rank3": Case("mae", _float(2, 3), lambda rng, b: _normal(rng, (b, 2, 3)), _nan),
     "huber": Case("huber", _float(4), lambda rng, b: _normal(rng, (b, 4)), _nan),
     "huber_delta": Case(

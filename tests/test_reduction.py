@@ -365,3 +365,144 @@ class TestMisbehavingLosses:
         assert "ElementSpec" not in problem.fix
         with pytest.raises(fs.SpecError, match="one tensor: use output=None"):
             compiled.loss(targets, tf.zeros((B, 1)), weights)
+
+
+# --- Rank-1 heads (issue 13 item 1) ----------------------------------------------------------
+# A squeezed Dense(1): target and prediction of shape [B]. Each example is one value, so the
+# elementwise losses give [B] values (Keras's own functions would take their "mean over the
+# last axis" over the batch itself).
+
+SCALAR = RNG.normal(size=(B,)).astype(np.float32)
+PROB = RNG.uniform(0.05, 0.95, size=(B,)).astype(np.float32)
+BINARY = (RNG.random(B) < 0.5).astype(np.float32)
+
+
+def rank1_spec():
+    return fs.ElementSpec.from_structure(
+        {
+            "x": fs.Leaf(tf.float32, (None, 3)),
+            "y": fs.Leaf(tf.float32, (None,)),
+            "yb": fs.Leaf(tf.float32, (None,)),
+            "task": fs.Leaf(tf.int32),
+            "w": fs.Leaf(tf.float32),
+        }
+    )
+
+
+def rank1_element():
+    return {"x": VALUES, "y": SCALAR * 2, "yb": BINARY, "task": TASK, "w": WEIGHT}
+
+
+def np_elementwise(name, y, p):
+    if name == "mse":
+        return (y - p) ** 2
+    if name == "mae":
+        return np.abs(y - p)
+    if name == "huber":
+        e = np.abs(y - p)
+        return np.where(e <= 1.0, 0.5 * e**2, e - 0.5)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+
+RANK1 = {
+    "mse": ("y", SCALAR),
+    "mae": ("y", SCALAR),
+    "huber": ("y", SCALAR),
+    "binary_crossentropy": ("yb", PROB),
+    "keras_mse": ("y", SCALAR),
+}
+
+
+def rank1_fn(name):
+    return keras.losses.MeanSquaredError() if name == "keras_mse" else name
+
+
+class TestRankOneHeads:
+    @pytest.mark.parametrize("mode", ["eager", "traced", "xla"])
+    @pytest.mark.parametrize("name", sorted(RANK1))
+    def test_routed_weighted_rank1_values_are_per_example(self, name, mode):
+        target, pred = RANK1[name]
+        fn = rank1_fn(name)
+        bindings = (
+            fs.LossBinding("plain", fn, target=target, output="p"),
+            fs.LossBinding(
+                "routed", fn, target=target, output="p", route=fs.route("task", equals=1)
+            ),
+            fs.LossBinding("weighted", fn, target=target, output="p", sample_weight="w"),
+            fs.LossBinding(
+                "both",
+                fn,
+                target=target,
+                output="p",
+                sample_weight="w",
+                route=fs.route("task", equals=1),
+            ),
+            fs.LossBinding(
+                "sum",
+                fn,
+                target=target,
+                output="p",
+                sample_weight="w",
+                route=fs.route("task", equals=1),
+                reduction="sum_over_batch_size",
+            ),
+        )
+        split = fs.SplitSpec(rank1_spec(), inputs="x", losses=bindings, strict=False)
+        compiled = fs.compile(split)
+        _, targets, weights = compiled.split(rank1_element())
+        predictions = {"p": tf.constant(pred)}
+        if mode == "eager":
+            result = compiled.loss.python_function(targets, predictions, weights)
+        else:
+            fn_ = tf.function(compiled.loss.python_function, jit_compile=mode == "xla")
+            result = fn_(targets, predictions, weights)
+        y = rank1_element()[target] if name != "keras_mse" else SCALAR * 2
+        ref_name = "mse" if name == "keras_mse" else name
+        values = np_elementwise(ref_name, y.astype(np.float64), pred.astype(np.float64))
+        routed = (TASK == 1).astype(np.float64)
+        expected = {
+            "plain": values.mean(),
+            "routed": np.sum(routed * values) / routed.sum(),
+            "weighted": np.sum(WEIGHT * values) / WEIGHT.sum(),
+            "both": np.sum(routed * WEIGHT * values) / np.sum(routed * WEIGHT),
+            "sum": np.sum(routed * WEIGHT * values) / B,
+        }
+        for key, value in expected.items():
+            np.testing.assert_allclose(result.per_loss[key], value, rtol=1e-5, err_msg=key)
+        assert int(result.counts["both"]) == int(routed.sum())
+
+    def test_grouped_rank1_heads_routed_by_task_equal_the_reference(self):
+        bindings = tuple(
+            fs.LossBinding(
+                f"head_{t}", "mse", target="y", output=f"h{t}", route=fs.route("task", equals=t)
+            )
+            for t in (0, 1)
+        )
+        split = fs.SplitSpec(rank1_spec(), inputs="x", losses=bindings, strict=False)
+        compiled = fs.compile(split)
+        _, targets, weights = compiled.split(rank1_element())
+        heads = {"h0": tf.constant(SCALAR), "h1": tf.constant(PROB)}
+        result = compiled.loss(targets, heads, weights)
+        for t, head in ((0, SCALAR), (1, PROB)):
+            routed = np.equal(TASK, t)
+            expected = np.mean((SCALAR[routed] * 2 - head[routed]) ** 2)
+            np.testing.assert_allclose(result.per_loss[f"head_{t}"], expected, rtol=1e-5)
+
+    @pytest.mark.parametrize("name", ["sparse_categorical_crossentropy", "sequence_crossentropy"])
+    def test_a_class_loss_on_a_rank1_prediction_is_named(self, name):
+        leaves = {"x": fs.Leaf(tf.float32, (None, 3)), "task": fs.Leaf(tf.int32)}
+        leaves["t"] = fs.Leaf(tf.int32, (None, 4) if name == "sequence_crossentropy" else (None,))
+        split = fs.SplitSpec(
+            fs.ElementSpec.from_structure(leaves),
+            inputs="x",
+            losses=(fs.LossBinding("cls", name, target="t", output="p"),),
+            strict=False,
+        )
+        compiled = fs.compile(split)
+        shape = (B, 4) if name == "sequence_crossentropy" else (B,)
+        _, targets, weights = compiled.split(
+            {"x": VALUES, "task": TASK, "t": np.zeros(shape, np.int32)}
+        )
+        with pytest.raises(fs.SpecError, match="(?s)binding .cls.*a prediction of"):
+            compiled.loss(targets, {"p": tf.zeros(shape, tf.float32)}, weights)

@@ -60,3 +60,25 @@ def unknown_rank(bound: BoundLoss) -> SpecError:
         "per-example values [B, ...] or a scalar",
         "values of unknown rank",
     )
+
+
+def check_prediction_rank(bound: BoundLoss, y_pred: Any) -> None:
+    """Raises a `SpecError` for a registry loss's prediction of too low a rank: class scores
+    ``[B, C]`` for the cross-entropies over classes, ``[B, T, V]`` for sequence tokens."""
+    fn = bound.fn
+    if not isinstance(fn, BuiltinLoss):
+        return
+    shape = getattr(y_pred, "shape", None)
+    rank = len(shape) if isinstance(shape, tuple) else getattr(shape, "rank", None)
+    need = fn.record.prediction_rank
+    if rank is None or rank >= need:
+        return
+    expected = {2: "class scores [B, C]", 3: "token scores [B, T, V]"}[need]
+    raise SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        f"a prediction of {expected} for {fn.name}",
+        f"a prediction of shape {list(shape)}",
+        "bind the output that holds the class scores (e.g. Dense(C), not squeezed); "
+        "a [B] probability of one class is binary_crossentropy's",
+    )

@@ -28,23 +28,36 @@ class LossRecord(NamedTuple):
         batch_level: returns one scalar for the batch (dice) instead of ``[B]`` values.
         row_wise: each example's value depends on its own row only (bindings may share a call).
         integer_target_rank: the rank the target must have when it must be integer tokens.
+        elementwise: the value is a mean over the last axis of an elementwise value, so a
+            ``[B]`` prediction is one value per example: it is aligned as ``[B, 1]`` and
+            gives ``[B]`` values (Keras's functions would take that mean over the batch).
+        prediction_rank: the least rank of a prediction (2 where the last axis holds the
+            classes, 3 for ``[B, T, V]`` tokens): a lower rank is a `SpecError`.
     """
 
     defaults: dict[str, Any]
     batch_level: bool = False
     row_wise: bool = True
     integer_target_rank: int | None = None
+    elementwise: bool = False
+    prediction_rank: int = 1
 
 
 RECORDS: dict[str, LossRecord] = {
-    "sparse_categorical_crossentropy": LossRecord({"from_logits": False}),
-    "categorical_crossentropy": LossRecord({"from_logits": False, "label_smoothing": 0.0}),
-    "binary_crossentropy": LossRecord({"from_logits": False, "label_smoothing": 0.0}),
-    "mse": LossRecord({}),
-    "mae": LossRecord({}),
-    "huber": LossRecord({"delta": 1.0}),
+    "sparse_categorical_crossentropy": LossRecord({"from_logits": False}, prediction_rank=2),
+    "categorical_crossentropy": LossRecord(
+        {"from_logits": False, "label_smoothing": 0.0}, prediction_rank=2
+    ),
+    "binary_crossentropy": LossRecord(
+        {"from_logits": False, "label_smoothing": 0.0}, elementwise=True
+    ),
+    "mse": LossRecord({}, elementwise=True),
+    "mae": LossRecord({}, elementwise=True),
+    "huber": LossRecord({"delta": 1.0}, elementwise=True),
     "dice": LossRecord({"epsilon": 1e-7}, batch_level=True, row_wise=False),
-    "sequence_crossentropy": LossRecord({"from_logits": False, "pad_id": 0}, integer_target_rank=2),
+    "sequence_crossentropy": LossRecord(
+        {"from_logits": False, "pad_id": 0}, integer_target_rank=2, prediction_rank=3
+    ),
 }
 
 NAMES = tuple(RECORDS)
@@ -99,6 +112,11 @@ class BuiltinLoss:
     def row_wise(self) -> bool:
         """Whether each example's value depends on that example's row only."""
         return self.record.row_wise
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether a ``[B]`` prediction is one value per example (aligned as ``[B, 1]``)."""
+        return self.record.elementwise
 
     @property
     def integer_target_rank(self) -> int | None:

@@ -4,6 +4,11 @@ Registry losses follow Keras's defaults (probabilities, not logits, for the cros
 targets cast to the prediction dtype; a ``[B]`` target aligned with a ``[B, 1]`` prediction)
 by calling Keras's own loss functions unreduced, so their values equal Keras's. Keras ``Loss``
 objects bound directly are called unreduced too.
+
+A ``[B]`` prediction of an elementwise loss (``mse``, ``mae``, ``huber``,
+``binary_crossentropy``, and the Keras classes of `ELEMENTWISE_KERAS`) is one value per
+example: it is aligned as ``[B, 1]``, so the values are ``[B]``. Keras's own functions take
+their mean over the last axis, which for a ``[B]`` prediction is the batch itself.
 """
 
 from __future__ import annotations
@@ -17,15 +22,41 @@ from funcsplit._src import registry
 from funcsplit._src.registry import BuiltinLoss
 from funcsplit._src.registry import RowWise
 
+# Keras losses whose value is a mean over the last axis of an elementwise value.
+ELEMENTWISE_KERAS = (
+    keras.losses.MeanSquaredError,
+    keras.losses.MeanAbsoluteError,
+    keras.losses.MeanAbsolutePercentageError,
+    keras.losses.MeanSquaredLogarithmicError,
+    keras.losses.Huber,
+    keras.losses.LogCosh,
+    keras.losses.BinaryCrossentropy,
+    keras.losses.BinaryFocalCrossentropy,
+    keras.losses.Hinge,
+    keras.losses.SquaredHinge,
+    keras.losses.Poisson,
+)
+
+
+def per_example_columns(y_pred: Any) -> Any:
+    """A ``[B]`` prediction as ``[B, 1]``: one value per example for an elementwise loss
+    (Keras's alignment then gives a ``[B]`` target the same shape)."""
+    if isinstance(y_pred, (tf.Tensor, tf.Variable)) and y_pred.shape.rank == 1:
+        return tf.expand_dims(y_pred, -1)
+    return y_pred
+
 
 def keras_unreduced(loss: keras.losses.Loss, y_true: Any, y_pred: Any) -> Any:
     """Calls a Keras ``Loss`` object without reduction, as its ``__call__`` does.
 
-    Inputs are converted to the loss's dtype, then its ``call`` gives the unreduced values.
+    Inputs are converted to the loss's dtype, then its ``call`` gives the unreduced values;
+    a ``[B]`` prediction of an elementwise loss is aligned as ``[B, 1]`` first.
     """
     convert = lambda x: keras.ops.convert_to_tensor(x, dtype=loss.dtype)
     y_pred = tf.nest.map_structure(convert, y_pred)
     y_true = tf.nest.map_structure(convert, y_true)
+    if isinstance(loss, ELEMENTWISE_KERAS):
+        y_pred = per_example_columns(y_pred)
     return loss.call(y_true, y_pred)
 
 

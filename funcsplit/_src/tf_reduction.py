@@ -98,6 +98,7 @@ def _class_weights(bound: BoundLoss, y_true: tf.Tensor) -> tf.Tensor:
 
 def checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
     """Calls the binding's loss; a failure while tracing names the binding and its ``fn``."""
+    loss_errors.check_prediction_rank(bound, y_pred)
     try:
         return call_loss(bound.fn, y_true, y_pred)
     except (ValueError, TypeError) as error:

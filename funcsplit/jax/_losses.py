@@ -185,7 +185,9 @@ def registry_loss(loss: str | registry.BuiltinLoss) -> Callable[..., jax.Array]:
 
     Returns:
         A JAX function ``fn(y_true, y_pred)`` of Keras's unreduced math: ``[B]`` values for
-        the per-example losses, one scalar for ``dice``.
+        the per-example losses, one scalar for ``dice``. A ``[B]`` prediction of an
+        elementwise loss (``mse``, ``mae``, ``huber``, ``binary_crossentropy``) is one value
+        per example, aligned as ``[B, 1]`` (``[B]`` values), as in the TF lowering.
 
     Raises:
         SpecError: for an unknown registry name.
@@ -201,8 +203,11 @@ def registry_loss(loss: str | registry.BuiltinLoss) -> Callable[..., jax.Array]:
     builtin = registry.as_loss(loss)
     impl = _IMPL[builtin.name]
     kwargs = builtin.kwargs()
+    elementwise = builtin.elementwise
 
     def fn(y_true: Any, y_pred: Any, **extra: Any) -> jax.Array:
+        if elementwise and jnp.ndim(y_pred) == 1:  # one value per example: [B] as [B, 1]
+            y_pred = jnp.asarray(y_pred)[:, None]
         return impl(y_true, y_pred, **kwargs, **extra)
 
     fn.__name__ = fn.__qualname__ = builtin.name

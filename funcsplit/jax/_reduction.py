@@ -102,6 +102,7 @@ def _concrete(mask: jax.Array) -> np.ndarray | None:
 
 def _checked_call(bound: BoundLoss, fn: Callable[..., Any], y_true: Any, y_pred: Any) -> Any:
     """Calls the binding's loss; a failure names the binding, its ``fn`` and the shapes."""
+    loss_errors.check_prediction_rank(bound, y_pred)
     try:
         return fn(y_true, y_pred)
     except (ValueError, TypeError) as error:
