@@ -110,11 +110,15 @@ class TestElementSpec:
         assert batched["x"] == fs.Leaf(tf.float32, (None, 3))
 
     def test_from_dataset_asks_when_it_cannot_tell(self):
-        ds = tf.data.Dataset.from_tensor_slices({"x": tf.zeros((8, 3, 2))}).batch(4, True)
+        ds = tf.data.Dataset.from_generator(
+            lambda: iter(()), output_signature={"x": tf.TensorSpec((4, 3, 2), tf.float32)}
+        )
         with pytest.raises(fs.SpecError, match="batched="):
             fs.ElementSpec.from_dataset(ds)
         spec = fs.ElementSpec.from_dataset(ds, batched=True)
         assert spec["x"].shape == (4, 3, 2)
+        known = tf.data.Dataset.from_tensor_slices({"x": tf.zeros((8, 3, 2))}).batch(4, True)
+        assert fs.ElementSpec.from_dataset(known) == spec  # the pipeline says it: batch
 
     def test_batched_adds_a_leading_dimension(self):
         spec = fs.ElementSpec.from_structure(
@@ -226,3 +230,102 @@ class TestCheckRaggedExamples:
 
 def _sum_loss(y_true, y_pred):
     return tf.reduce_sum(y_true.to_tensor(), axis=[1, 2]) - y_pred
+
+
+# -- batched or not: from the pipeline, else clear shapes, else a SpecError asking --------------
+# Every leaf is a sequence of unknown length, so the shapes alone cannot tell one sentence from
+# a batch of scalars (conll2003's examples look like that): only the pipeline can.
+
+
+def _sentences() -> tf.data.Dataset:
+    tokens = tf.ragged.constant([[1, 2, 3], [4], [5, 6]])
+    return tf.data.Dataset.from_tensor_slices({"tokens": tokens, "tags": tokens * 2}).map(
+        lambda ex: {"tokens": ex["tokens"], "tags": ex["tags"]}
+    )
+
+
+def _generated() -> tf.data.Dataset:
+    return tf.data.Dataset.from_generator(
+        lambda: iter([{"tokens": [1, 2], "tags": [2, 4]}]),
+        output_signature={k: tf.TensorSpec((None,), tf.int32) for k in ("tokens", "tags")},
+    )
+
+
+_PIPELINES = {
+    "from_tensor_slices+map": (lambda: _sentences(), False),
+    "padded_batch": (lambda: _sentences().padded_batch(2), True),
+    "ragged_batch": (lambda: _sentences().ragged_batch(2), True),
+    "batch-then-many": (
+        lambda: (
+            _sentences()
+            .padded_batch(2)
+            .map(lambda b: b, num_parallel_calls=2)
+            .filter(lambda b: True)
+            .shuffle(2)
+            .repeat(2)
+            .take(3)
+            .cache()
+            .prefetch(1)
+        ),
+        True,
+    ),
+    "unbatch": (lambda: _sentences().padded_batch(2).unbatch(), False),
+    "zip-batched": (
+        lambda: tf.data.Dataset.zip((_sentences().padded_batch(2), _generated().padded_batch(2))),
+        True,
+    ),
+    "sample_from_batched": (
+        lambda: tf.data.Dataset.sample_from_datasets(
+            [_sentences().padded_batch(2), _sentences().padded_batch(3)], seed=0
+        ),
+        True,
+    ),
+    "generator-padded_batch": (lambda: _generated().padded_batch(2), True),
+    "generator": (lambda: _generated(), None),
+    "interleave": (lambda: _sentences().interleave(lambda ex: _sentences()), None),
+    "zip-mixed": (
+        lambda: tf.data.Dataset.zip((_sentences().padded_batch(2), _sentences())),
+        None,
+    ),
+}
+
+
+class TestFromDatasetBatched:
+    @pytest.mark.parametrize("make, expected", _PIPELINES.values(), ids=_PIPELINES.keys())
+    def test_the_pipeline_says_it_or_a_spec_error_asks(self, make, expected):
+        ds = make()
+        if expected is None:
+            with pytest.raises(fs.SpecError) as info:
+                fs.ElementSpec.from_dataset(ds)
+            assert "batched=False" in str(info.value) and "batched=True" in str(info.value)
+            assert "tags: " in str(info.value)  # the leaves it could not read are shown
+            return
+        spec = fs.ElementSpec.from_dataset(ds)
+        assert spec == fs.ElementSpec.from_dataset(ds, batched=expected)
+        # held against the data: a batch's leading dimension is the batch, an example's is
+        # its sequence (the spec adds the batch dimension in front of it)
+        first = tf.nest.flatten(next(iter(ds)), expand_composites=False)[0]
+        assert first.shape.rank == spec.leaves[0][1].rank - (0 if expected else 1)
+
+    def test_a_scalar_leaf_still_means_examples(self):
+        ds = _generated().map(lambda ex: {**ex, "length": tf.size(ex["tokens"])})
+        spec = fs.ElementSpec.from_dataset(ds)
+        assert spec["length"] == fs.Leaf(tf.int32, (None,))
+        assert spec["tokens"] == fs.Leaf(tf.int32, (None, None))
+
+    def test_a_batch_with_a_scalar_leaf_is_named(self):
+        ds = _sentences().padded_batch(2).map(lambda b: {**b, "n": tf.shape(b["tokens"])[0]})
+        with pytest.raises(fs.SpecError) as info:
+            fs.ElementSpec.from_dataset(ds)
+        assert info.value.paths == ("n",)
+        with pytest.raises(fs.SpecError) as info:
+            fs.ElementSpec.from_dataset(
+                _generated().map(lambda ex: tf.size(ex["tokens"])), batched=True
+            )
+        assert info.value.paths == ("<root>",)
+
+    def test_batched_false_on_examples_equals_the_spec_of_their_batches(self):
+        examples = fs.ElementSpec.from_dataset(_generated(), batched=False)
+        assert examples == fs.ElementSpec.from_dataset(_generated().padded_batch(2))
+        examples.check(_generated())
+        examples.check(_generated().padded_batch(2))

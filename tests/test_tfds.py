@@ -131,6 +131,109 @@ def test_decoders_change_the_spec_as_in_tfds_load(mock):
     assert spec["image"] == fs.Leaf(tf.string, (None,))
 
 
+def test_top_level_sequence_bair_robot_pushing_small(mock):
+    """TFDS allows any top-level feature: bair's is a Sequence of a dict of frames."""
+    builder = tfds.builder("bair_robot_pushing_small")
+    assert isinstance(builder.info.features, tfds.features.Sequence)
+    spec = fs.tfds.element_spec(builder)
+    assert [str(p) for p in spec.paths] == ["action", "endeffector_pos", "image_aux1", "image_main"]
+    assert spec["image_main"] == fs.Leaf(tf.uint8, (None, 30, 64, 64, 3))
+    ds = tfds.load("bair_robot_pushing_small", split="train")
+    assert spec == fs.ElementSpec.from_dataset(ds, batched=False)
+    assert spec == fs.tfds.element_spec(ds.batch(2)) == fs.tfds.element_spec(builder, ragged=True)
+    spec.check(ds)
+    assert fs.tfds.num_classes(builder) == {}
+    frames = tfds.features.Sequence({"label": tfds.features.ClassLabel(num_classes=3)})
+    assert fs.tfds.num_classes(frames) == {"label": 3}
+    assert fs.tfds.element_spec(frames)["label"] == fs.Leaf(tf.int64, (None, None))
+    with pytest.raises(fs.SpecError, match="top-level feature"):
+        fs.tfds.element_spec(tfds.features.Image(shape=(4, 4, 3)))
+
+
+@pytest.mark.parametrize("name", ["rlu_atari", "d4rl_mujoco_halfcheetah", "mt_opt"])
+def test_nested_dataset_steps_are_named_with_what_to_do(mock, name):
+    builder = tfds.builder(name)
+    with pytest.raises(fs.SpecError) as info:
+        fs.tfds.element_spec(builder)
+    assert info.value.paths == ("steps",)
+    message = str(info.value)
+    assert "replace={'steps': None}" in message and "flatten it first" in message
+    ds = tfds.load(name, split="train")
+    with pytest.raises(fs.SpecError) as info:  # the core names it too, without TFDS
+        fs.ElementSpec.from_dataset(ds, batched=False)
+    assert info.value.paths == ("steps",) and "flatten it first" in str(info.value)
+    # both ways out work: the episodes without their steps, or the steps flattened
+    episodes = fs.tfds.element_spec(builder, replace={"steps": None})
+    assert "steps" not in {p.keys[0] for p in episodes.paths}
+    steps = fs.tfds.element_spec(builder.info.features["steps"].feature)
+    flat = ds.flat_map(lambda episode: episode["steps"])
+    assert steps == fs.ElementSpec.from_dataset(flat, batched=False)
+    steps.check(flat)
+
+
+def test_unsupported_leaf_of_a_ragged_batch_is_named():
+    features = tfds.features.FeaturesDict({"x": tfds.features.Scalar(np.int64)})
+    sparse = tf.SparseTensorSpec((None, 3), tf.float32)
+    with pytest.raises(fs.SpecError) as info:
+        fs.tfds.element_spec(features, ragged=True, replace={"x": sparse})
+    assert info.value.paths == ("x",) and "ds.batch" in str(info.value)
+
+
+def test_supervised_split_drops_a_third_key_that_is_no_weight(mock):
+    builder = tfds.builder("places365_small")
+    assert builder.info.supervised_keys == ("image", "label", "filename")
+    split = fs.tfds.supervised_split(builder, "sparse_categorical_crossentropy")
+    assert split.losses[0].sample_weight is None and split.drop == (fs.Path((2,)),)
+    compiled = fs.compile(split)
+    assert [line.split()[-1] for line in compiled.describe().splitlines() if line[:2] == "2 "] == [
+        "dropped"
+    ]
+    ds = tfds.load("places365_small", split="train", as_supervised=True)
+    inputs, targets, _ = next(iter(compiled.apply(ds.batch(2))))
+    assert inputs.shape == (2, 256, 256, 3) and targets["label"].shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "third, weighted",
+    [
+        (tf.constant([0.5, 2.0, 1.0, 1.0]), True),
+        (tf.constant([[1], [2], [0], [1]]), True),
+        (tf.constant(["a", "b", "c", "d"]), False),
+        (tf.constant([True, False, True, True]), False),
+        (tf.zeros((4, 2)), False),
+    ],
+    ids=["float", "int-column", "string", "bool", "two-per-example"],
+)
+def test_supervised_split_binds_the_third_part_only_when_it_weights(third, weighted):
+    x, y = tf.reshape(tf.range(8.0), (4, 2)), tf.constant([[1.0], [2.0], [3.0], [4.0]])
+    ds = tf.data.Dataset.from_tensor_slices((x, y, third)).batch(4)
+    split = fs.tfds.supervised_split(ds, "mse", name="y")
+    assert (split.losses[0].sample_weight is not None) == weighted
+    assert split.drop == (() if weighted else (fs.Path((2,)),))
+    compiled = fs.compile(split)
+    _, targets, weights = compiled.split(next(iter(ds)))
+    result = compiled.loss(targets, tf.zeros((4, 1)), weights)
+    w = np.reshape(third.numpy(), (4, -1))[:, 0].astype(np.float64) if weighted else np.ones(4)
+    expected = np.sum(w * y.numpy()[:, 0] ** 2) / np.sum(w)
+    np.testing.assert_allclose(float(result.per_loss["y"]), expected, rtol=1e-6)
+
+
+def test_batched_or_not_from_tfds_load(mock):
+    builder = tfds.builder("conll2003")
+    spec = fs.tfds.element_spec(builder)
+    ds = tfds.load("conll2003", split="train")  # every feature a sequence: cannot be told
+    with pytest.raises(fs.SpecError, match="batched=False"):
+        fs.tfds.element_spec(ds)
+    assert fs.tfds.element_spec(ds, batched=False) == spec
+    batched = tfds.load("conll2003", split="train", batch_size=2)  # padded_batch: known
+    assert fs.tfds.element_spec(batched) == spec == fs.ElementSpec.from_dataset(batched)
+    assert fs.tfds.element_spec(builder, batched=False) == spec
+    with pytest.raises(fs.SpecError, match="batched=True"):
+        fs.tfds.element_spec(builder, batched=True)
+    mnist = tfds.load("mnist", split="train")  # a scalar label: examples, as before
+    assert fs.tfds.element_spec(mnist) == fs.tfds.element_spec(tfds.builder("mnist"))
+
+
 def test_num_classes_reads_class_labels(mock):
     assert fs.tfds.num_classes(tfds.builder("coco/2017")) == {"objects/label": 80}
     assert fs.tfds.num_classes(tfds.builder("celeb_a").info) == {}

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import tensorflow as tf
 
+from funcsplit._src import batching
 from funcsplit._src import paths
 from funcsplit._src import structure
 from funcsplit._src.errors import Problem
@@ -135,10 +136,38 @@ def _to_leaf(value: object) -> Leaf:
     return value if isinstance(value, Leaf) else Leaf.from_type_spec(value)
 
 
+_TENSOR_SPECS = (tf.TensorSpec, tf.RaggedTensorSpec, tf.SparseTensorSpec)
+
+
+def _not_a_tensor(keys: tuple, spec: tf.TypeSpec) -> Problem:
+    """The problem of a type spec that is not a tensor's (a nested dataset, an optional)."""
+    path = paths.render(keys)
+    if isinstance(spec, tf.data.DatasetSpec):
+        return Problem(
+            "ElementSpec",
+            path,
+            "a tensor (dense, ragged or sparse): funcsplit routes the tensors of an element",
+            "a nested dataset (DatasetSpec), as RLDS 'steps' are",
+            "drop it from the element in a map before funcsplit, or flatten it first "
+            f"(ds.flat_map(lambda ex: ex[{keys[-1]!r}]) for one element per step)"
+            if keys
+            else "flatten it first: ds.flat_map(lambda ex: ex)",
+        )
+    return Problem(
+        "ElementSpec",
+        path,
+        "a tensor (dense, ragged or sparse): funcsplit routes the tensors of an element",
+        f"a {type(spec).__name__}",
+        "drop it from the element in a map before funcsplit, or turn it into tensors there",
+    )
+
+
 def _convert_structure(value: object) -> Any:
     problems = []
     for keys, leaf in structure.iter_paths(value):
-        if not _is_leaf(leaf):
+        if isinstance(leaf, tf.TypeSpec) and not isinstance(leaf, _TENSOR_SPECS):
+            problems.append(_not_a_tensor(keys, leaf))
+        elif not _is_leaf(leaf):
             problems.append(
                 Problem(
                     "ElementSpec",
@@ -162,21 +191,6 @@ def _convert_structure(value: object) -> Any:
 
 def _freeze(value: object) -> object:
     return structure.freeze(value, lambda v: isinstance(v, Leaf))
-
-
-def _infer_batched(leaves: list[Leaf]) -> bool:
-    if any(leaf.rank == 0 for leaf in leaves):
-        return False
-    if all(leaf.shape[0] is None for leaf in leaves):
-        return True
-    raise SpecError.single(
-        "ElementSpec.from_dataset",
-        None,
-        "a dataset that is visibly batched (every leaf's first dimension None) or visibly "
-        "not (some leaf is a scalar)",
-        "leaves with fixed first dimensions: " + ", ".join(leaf.describe() for leaf in leaves[:4]),
-        "say which it is: from_dataset(ds, batched=True) or batched=False",
-    )
 
 
 @attrs.frozen(repr=False)
@@ -224,17 +238,43 @@ class ElementSpec:
 
         Args:
             ds: a `tf.data.Dataset` (or its ``element_spec``).
-            batched: whether ``ds`` yields batches. ``None`` infers it: batched when every
-                leaf's first dimension is ``None``, unbatched when some leaf is a scalar;
-                otherwise a `SpecError` asks for it.
+            batched: whether ``ds`` yields batches. ``None`` infers it, never guessing: from
+                the pipeline when it says so (``batch``, ``padded_batch``, ``ragged_batch``
+                and ``tfds.load(batch_size=...)`` yield batches; ``unbatch`` and
+                ``from_tensor_slices`` examples; ``map``, ``filter``, ``shuffle``,
+                ``prefetch``, ... keep what their input yields), else from the shapes when
+                they are clear (a scalar leaf: examples). Otherwise (every leaf a sequence
+                of unknown length and a pipeline that does not say, as ``tfds.load``
+                without ``batch_size`` of conll2003) a `SpecError` asks for ``batched=``.
 
         Returns:
             The spec of the batches (an unbatched dataset gets a leading ``None``).
+
+        Raises:
+            SpecError: when it cannot tell batches from examples, or for a scalar leaf of a
+                batched dataset (naming its path).
+
+        Examples:
+            >>> import funcsplit as fs, tensorflow as tf
+            >>> sentences = tf.data.Dataset.from_generator(
+            ...     lambda: iter([{"tokens": [1, 2]}, {"tokens": [3]}]),
+            ...     output_signature={"tokens": tf.TensorSpec((None,), tf.int32)})
+            >>> fs.ElementSpec.from_dataset(sentences.padded_batch(2))
+            ElementSpec(tokens: int32[None, None])
+            >>> fs.ElementSpec.from_dataset(sentences, batched=False)
+            ElementSpec(tokens: int32[None, None])
+            >>> fs.ElementSpec.from_dataset(sentences)
+            Traceback (most recent call last):
+            funcsplit.SpecError: ... say which it is: batched=False for examples ...
         """
         element_spec = ds.element_spec if isinstance(ds, tf.data.Dataset) else ds
         spec = cls(element_spec)
+        leaves = list(structure.iter_paths(spec.structure))
+        where = "ElementSpec.from_dataset"
         if batched is None:
-            batched = _infer_batched([leaf for _, leaf in spec.leaves])
+            batched = batching.infer(ds, leaves, where)
+        if batched:
+            batching.check_batched(leaves, where)
         return spec if batched else spec.batched()
 
     def batched(self) -> ElementSpec:

@@ -25,14 +25,27 @@ from funcsplit._src.errors import raise_if_any
 Source = Any  # a DatasetBuilder, a DatasetInfo, a FeaturesDict or a tf.data.Dataset
 
 
-def features_of(source: Source, where: str) -> tfds.features.FeaturesDict:
-    """The top-level features of a builder, a `DatasetInfo` or a `FeaturesDict`."""
+def features_of(source: Source, where: str) -> tfds.features.FeatureConnector:
+    """The top-level feature of a builder, a `DatasetInfo` or a feature.
+
+    TFDS allows any top-level feature: a ``FeaturesDict`` (most datasets), a ``Sequence``
+    (bair_robot_pushing_small's frames), a ``Translation``, ...; every one of them decodes
+    with ``deserialize_example``.
+    """
     if isinstance(source, tfds.core.DatasetBuilder):
         source = source.info
     if isinstance(source, tfds.core.DatasetInfo):
         source = source.features
-    if isinstance(source, tfds.features.FeaturesDict):
-        return source
+    if isinstance(source, tfds.features.FeatureConnector):
+        if hasattr(source, "deserialize_example"):
+            return source
+        raise SpecError.single(
+            where,
+            None,
+            "a top-level feature (FeaturesDict, Sequence, Dataset, ...), as DatasetInfo has",
+            f"a feature of type {type(source).__name__} on its own",
+            "wrap it: tfds.features.FeaturesDict({'name': feature}), or pass the builder",
+        )
     if isinstance(source, Mapping) and all(isinstance(v, tf.data.Dataset) for v in source.values()):
         raise SpecError.single(
             where,
@@ -44,7 +57,7 @@ def features_of(source: Source, where: str) -> tfds.features.FeaturesDict:
     raise SpecError.single(
         where,
         None,
-        "a tfds DatasetBuilder, DatasetInfo, FeaturesDict or tf.data.Dataset",
+        "a tfds DatasetBuilder, DatasetInfo, top-level feature or tf.data.Dataset",
         f"{type(source).__name__}",
         "pass tfds.builder(name), builder.info, info.features or the dataset tfds.load returns",
     )
@@ -67,7 +80,7 @@ def supervised_keys_of(source: Source, where: str) -> Any:
     return keys
 
 
-def example_type_spec(features: tfds.features.FeaturesDict, decoders: Any = None) -> Any:
+def example_type_spec(features: tfds.features.FeatureConnector, decoders: Any = None) -> Any:
     """The per-example element spec of decoded examples (as ``tfds.load`` yields them)."""
     empty = tf.data.Dataset.from_tensors(tf.constant(b""))
 
@@ -75,6 +88,54 @@ def example_type_spec(features: tfds.features.FeaturesDict, decoders: Any = None
         return features.deserialize_example(serialized, decoders=decoders)
 
     return empty.map(decode).element_spec
+
+
+_TENSORS = (tf.TensorSpec, tf.RaggedTensorSpec, tf.SparseTensorSpec)
+
+
+def unsupported(tree: Any, where: str) -> list[Problem]:
+    """A `Problem` for every decoded feature that is not a tensor, naming its path.
+
+    A nested ``tfds.features.Dataset`` (RLDS ``steps``) decodes to a dataset per example:
+    funcsplit routes tensors, so it is removed (``replace={path: None}``) or flattened first.
+    """
+    problems = []
+    for keys, spec in structure.iter_paths(tree):
+        if isinstance(spec, _TENSORS):
+            continue
+        path = paths.render(keys)
+        if isinstance(spec, tf.data.DatasetSpec):
+            inner = _inner_features(keys)
+            problems.append(
+                Problem(
+                    where,
+                    path,
+                    "tensor features (funcsplit routes the tensors of one example)",
+                    "a nested tfds.features.Dataset (a dataset per example, as RLDS 'steps')",
+                    f"drop it: replace={{{path!r}: None}} (and remove it in your map), or "
+                    f"flatten it first: ds.flat_map(lambda ex: ex[{keys[-1]!r}]) and describe "
+                    f"one step with fs.tfds.element_spec({inner})",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    where,
+                    path,
+                    "tensor features: dense, ragged or sparse",
+                    f"{type(spec).__name__}",
+                    f"drop it with replace={{{path!r}: None}}, or replace it with the "
+                    "tf.TypeSpec your map makes of it",
+                )
+            )
+    return problems
+
+
+def _inner_features(keys: tuple) -> str:
+    """How to name the per-step features of a nested dataset feature, for a message."""
+    if not keys:
+        return "info.features.feature"
+    return "info.features" + "".join(f"[{key!r}]" for key in keys) + ".feature"
 
 
 def _is_spec(value: object) -> bool:
@@ -125,8 +186,20 @@ def replace_leaves(tree: Any, replace: Mapping[Any, tf.TypeSpec | None], where: 
     return plain
 
 
-def supervised(tree: Any, keys: Any, where: str) -> Any:
-    """Restructures a feature dict as TFDS's ``as_supervised`` does: ``keys`` name features."""
+def supervised(tree: Any, keys: Any, where: str, removed: tuple = ()) -> Any:
+    """Restructures a feature dict as TFDS's ``as_supervised`` does: ``keys`` name features.
+
+    TFDS looks each key up among the top-level features only (``features[key]``), so a key
+    naming a nested feature (duke_ultrasound's ``das/dB``) fails in ``tfds.load`` as well.
+    """
+    if not isinstance(tree, Mapping):
+        raise SpecError.single(
+            where,
+            None,
+            "a dict of features at the top, for supervised_keys to name",
+            f"{type(tree).__name__} at the top",
+            "use the features as they are (as_supervised=False)",
+        )
     missing = [key for key in tf.nest.flatten(keys) if key not in tree]
     if missing:
         raise SpecError.single(
@@ -134,14 +207,18 @@ def supervised(tree: Any, keys: Any, where: str) -> Any:
             missing[0],
             "supervised_keys naming top-level features",
             f"no feature {missing[0]!r} (features: {sorted(tree)})",
-            "do not remove a supervised feature with replace=",
+            "do not remove a supervised feature with replace="
+            if missing[0] in removed
+            else "TFDS's as_supervised looks keys up among the top-level features only "
+            "(tfds.load(..., as_supervised=True) raises a KeyError here too): use the "
+            "features (as_supervised=False) and name the path",
             paths.close_matches(str(missing[0]), map(str, tree)),
         )
     return tf.nest.map_structure(lambda key: tree[key], keys)
 
 
-def ragged_batched(spec: tf.TypeSpec) -> tf.TypeSpec:
-    """The spec of a batch made by ``ds.ragged_batch`` from elements of ``spec``.
+def ragged_batched(spec: tf.TypeSpec, keys: tuple = ()) -> tf.TypeSpec:
+    """The spec of a batch made by ``ds.ragged_batch`` from elements of ``spec`` (at ``keys``).
 
     Dense tensors with unknown dimensions become ragged up to their last unknown dimension;
     ragged tensors gain one ragged dimension; fully known tensors stay dense.
@@ -155,17 +232,24 @@ def ragged_batched(spec: tf.TypeSpec) -> tf.TypeSpec:
             return tf.RaggedTensorSpec(shape, spec.dtype, unknown[-1])
         return tf.TensorSpec(shape, spec.dtype)
     raise SpecError.single(
-        "element_spec(ragged=True)",
-        None,
-        "dense or ragged features",
-        repr(spec),
-        "batch with ds.batch (ragged=False) instead",
+        "fs.tfds.element_spec(ragged=True)",
+        paths.render(keys),
+        "dense or ragged features (ragged_batch batches those)",
+        f"{type(spec).__name__} {spec!r}",
+        "batch with ds.batch (ragged=False) instead, or replace the feature",
     )
 
 
-def map_specs(fn: Any, tree: Any) -> Any:
-    """Maps ``fn`` over the type specs of a nested structure."""
-    return structure.map_leaves(fn, tree, is_leaf=_is_spec)
+def map_specs(fn: Any, tree: Any, keys: tuple = ()) -> Any:
+    """Maps ``fn(spec, keys)`` over the type specs of a nested structure."""
+    if _is_spec(tree) or not structure.is_container(tree):
+        return fn(tree, keys)
+    pairs = [(key, map_specs(fn, value, (*keys, key))) for key, value in structure.children(tree)]
+    if isinstance(tree, Mapping):
+        return dict(pairs)
+    if structure.is_namedtuple(tree):
+        return type(tree)(*(value for _, value in pairs))
+    return type(tree)(value for _, value in pairs)
 
 
 def class_counts(features: Any, prefix: tuple = ()) -> dict[str, int]:

@@ -12,8 +12,10 @@ from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import SpecError
+from funcsplit._src.errors import raise_if_any
 from funcsplit._src.paths import Path
 from funcsplit._src.spec import ElementSpec
+from funcsplit._src.spec import Leaf
 from funcsplit.tfds import _features
 
 
@@ -28,15 +30,19 @@ def element_spec(
 ) -> ElementSpec:
     """The `ElementSpec` of batches of a TFDS dataset, from its builder or its dataset.
 
-    From a builder, a ``DatasetInfo`` or a ``FeaturesDict`` the per-example structure is what
-    TFDS's own decoding produces (traced on no data, nothing is read or downloaded). Keys keep
+    From a builder, a ``DatasetInfo`` or a top-level feature the per-example structure is what
+    TFDS's own decoding produces (traced on no data, nothing is read or downloaded); a
+    builder's examples are single examples, so the spec adds the batch dimension. Keys keep
     TFDS's names, ``/`` included (coco's ``image/filename``: the string path
-    ``"image/filename"`` names it, ``fs.Path(("image/filename",))`` always does).
+    ``"image/filename"`` names it, ``fs.Path(("image/filename",))`` always does). Any
+    top-level feature works: a ``Sequence`` of a dict (bair_robot_pushing_small's frames)
+    gives the dict's paths, each leaf with its time axis after the batch axis.
 
     Args:
-        source: a ``tfds.core.DatasetBuilder``, a ``tfds.core.DatasetInfo``, a
-            ``tfds.features.FeaturesDict``, or a `tf.data.Dataset` that ``tfds.load``
-            returned (batched or not; its ``element_spec`` is read as it is).
+        source: a ``tfds.core.DatasetBuilder``, a ``tfds.core.DatasetInfo``, a top-level
+            feature (``tfds.features.FeaturesDict``, ``Sequence``, ...), or a
+            `tf.data.Dataset` that ``tfds.load`` returned (batched or not; its
+            ``element_spec`` is read as it is).
         as_supervised: the ``(input, target)`` tuples of ``tfds.load(as_supervised=True)``,
             from the builder's ``supervised_keys`` (builders and infos only).
         ragged: batches made with ``ds.ragged_batch`` (variable-length features such as
@@ -46,15 +52,22 @@ def element_spec(
             preprocessing map changes (a resized float image), ``None`` for one it removes.
             Applied to the feature dict before ``as_supervised``.
         decoders: the ``decoders=`` passed to ``tfds.load`` (e.g. ``SkipDecoding``).
-        batched: for a dataset source only, whether it yields batches (``None`` infers it;
-            see `ElementSpec.from_dataset`).
+        batched: whether the dataset source yields batches (a builder's yield examples:
+            ``False`` or ``None``). ``None`` infers it
+            as `ElementSpec.from_dataset` does: ``tfds.load(batch_size=...)`` and datasets
+            batched in a map chain are known; ``tfds.load`` without ``batch_size`` is known
+            only by its shapes (a scalar feature), so a dataset whose features are all
+            sequences (conll2003, wikiann) needs ``batched=False``.
 
     Returns:
         The spec of the batches (batch dimension ``None``), for `SplitSpec`.
 
     Raises:
         SpecError: for an unknown source, a path in ``replace`` that names no feature (with
-            the nearby paths), or ``as_supervised`` on a dataset without ``supervised_keys``.
+            the nearby paths), ``as_supervised`` on a dataset without ``supervised_keys``,
+            a dataset that does not say whether it is batched, or a feature that is not a
+            tensor (a nested ``tfds.features.Dataset``, RLDS ``steps``: drop it with
+            ``replace={"steps": None}``, or flatten it first), each naming its path.
 
     Examples:
         >>> import funcsplit as fs, tensorflow as tf, tensorflow_datasets as tfds
@@ -65,6 +78,10 @@ def element_spec(
         ElementSpec(image: uint8[None, 28, 28, 1], label: int64[None])
         >>> fs.tfds.element_spec(features, replace={"image": tf.TensorSpec((8, 8, 1), tf.float32)})
         ElementSpec(image: float32[None, 8, 8, 1], label: int64[None])
+        >>> frames = tfds.features.Sequence({"action": tfds.features.Tensor(shape=(4,),
+        ...     dtype=tf.float32)}, length=30)
+        >>> fs.tfds.element_spec(frames)
+        ElementSpec(action: float32[None, 30, 4])
     """
     where = "fs.tfds.element_spec"
     if isinstance(source, tf.data.Dataset):
@@ -77,20 +94,23 @@ def element_spec(
                 "pass the builder (tfds.builder(name)) to describe a dataset before loading it",
             )
         return ElementSpec.from_dataset(source, batched=batched)
-    if batched is not None:
+    if batched:
         raise SpecError.single(
             where,
             None,
-            "batched= only with a tf.data.Dataset source",
-            f"batched={batched!r} with a {type(source).__name__}",
+            "batched=True only with a tf.data.Dataset source that yields batches",
+            f"batched=True with a {type(source).__name__}, whose datasets yield examples",
+            "leave batched out: the spec is that of the batches you make of them",
         )
     features = _features.features_of(source, where)
     tree = _features.example_type_spec(features, decoders)
     if replace:
         tree = _features.replace_leaves(tree, replace, f"{where} replace")
+    raise_if_any(_features.unsupported(tree, where))
     if as_supervised:
         keys = _features.supervised_keys_of(source, where)
-        tree = _features.supervised(tree, keys, where)
+        removed = tuple(key for key, spec in (replace or {}).items() if spec is None)
+        tree = _features.supervised(tree, keys, where, removed)
     if ragged:
         return ElementSpec(_features.map_specs(_features.ragged_batched, tree))
     return ElementSpec.from_structure(tree, batched=False)
@@ -190,11 +210,14 @@ def supervised_split(
     output: str | None = None,
     ragged: bool = False,
     replace: Mapping[Any, tf.TypeSpec | None] | None = None,
+    batched: bool | None = None,
 ) -> SplitSpec:
     """The `SplitSpec` of an ``as_supervised`` dataset: input ``0``, one loss on target ``1``.
 
     With a third supervised key (TFDS's ``(input, target, sample_weight)``), that leaf is the
-    binding's sample weight.
+    binding's sample weight when it is one (a number per example, shape ``[B]`` or ``[B, 1]``);
+    anything else there (places365_small's string ``filename``) is dropped, so that the split
+    always compiles.
 
     Args:
         source: a builder or ``DatasetInfo`` with ``supervised_keys`` (or a tuple dataset).
@@ -203,6 +226,7 @@ def supervised_split(
         output: path into the predictions (default ``None``: a single-output model).
         ragged: as in `element_spec`.
         replace: as in `element_spec` (feature paths, before ``as_supervised``).
+        batched: for a dataset source, as in `element_spec`.
 
     Returns:
         A `SplitSpec` for `funcsplit.compile`.
@@ -218,10 +242,12 @@ def supervised_split(
         0     float32[None, 3]  input
     """
     if isinstance(source, tf.data.Dataset):
-        spec = element_spec(source)
+        spec = element_spec(source, batched=batched)
         keys: Any = None
     else:
-        spec = element_spec(source, as_supervised=True, ragged=ragged, replace=replace)
+        spec = element_spec(
+            source, as_supervised=True, ragged=ragged, replace=replace, batched=batched
+        )
         keys = _features.supervised_keys_of(source, "fs.tfds.supervised_split")
     parts = spec.structure
     if not isinstance(parts, tuple) or len(parts) not in (2, 3):
@@ -235,14 +261,24 @@ def supervised_split(
     if name is None:
         target_key = keys[1] if keys is not None else None
         name = _features.safe_name((target_key,)) if isinstance(target_key, str) else "target"
+    weight = len(parts) == 3 and _is_sample_weight(spec[Path((2,))])
     binding = LossBinding(
         name,
         fn,
         target=Path((1,)),
         output=output,
-        sample_weight=Path((2,)) if len(parts) == 3 else None,
+        sample_weight=Path((2,)) if weight else None,
     )
-    return SplitSpec(spec, inputs=Path((0,)), losses=(binding,))
+    drop = (Path((2,)),) if len(parts) == 3 and not weight else ()
+    return SplitSpec(spec, inputs=Path((0,)), losses=(binding,), drop=drop)
+
+
+def _is_sample_weight(node: Any) -> bool:
+    """Whether a supervised tuple's third part can weight examples: one number per example."""
+    if not isinstance(node, Leaf) or node.kind != "dense":
+        return False
+    numeric = node.dtype.is_floating or node.dtype.is_integer
+    return numeric and (node.rank == 1 or (node.rank == 2 and node.shape[1] == 1))
 
 
 def num_classes(source: Any) -> dict[str, int]:
