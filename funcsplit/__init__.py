@@ -5,6 +5,7 @@ Declare the element structure (`ElementSpec`) and the loss bindings (`LossBindin
 """
 
 from funcsplit import losses
+from funcsplit._src import tf_saving  # noqa: F401 - saved splits describe Keras losses
 from funcsplit._src.bindings import LossBinding
 from funcsplit._src.bindings import Route
 from funcsplit._src.bindings import SplitSpec

@@ -4,6 +4,7 @@ hostile-JSON battery (every malformed document is a SpecError naming its field).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 
 import keras
@@ -255,3 +256,256 @@ class TestFingerprint:
         split = every_field_split()
         changed = fs.SplitSpec(split.element, split.inputs, split.losses, split.drop, strict=True)
         assert changed.fingerprint() != split.fingerprint()
+
+
+# ------------------------------------------------------------------------ hostile documents
+
+
+def _locations(node, prefix=()):
+    """Every (path, value) inside a JSON document, the root excluded."""
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, value in children:
+        yield (*prefix, key), value
+        yield from _locations(value, (*prefix, key))
+
+
+def _set(document, path, value):
+    *head, last = path
+    node = document
+    for key in head:
+        node = node[key]
+    node[last] = value
+
+
+def _delete(document, path):
+    *head, last = path
+    node = document
+    for key in head:
+        node = node[key]
+    del node[last]
+
+
+HOSTILE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**64, -(2**70), 10**400, 1e308, -0.0]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["", "/", "a//b", "funcsplit.split/2", "float128", "ragged", "mse"]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+    st.just({"leaf": {"dtype": "float32", "shape": [None]}}),
+    st.just({"callable": "os.system"}),
+    st.just({"dict": [[1, {"leaf": {"dtype": "int32", "shape": []}}], ["a", None]]}),
+    st.just({"namedtuple": "__import__", "fields": ["os"], "items": [None]}),
+)
+
+
+@st.composite
+def mutated_documents(draw):
+    """A valid document with one hostile change: a value replaced, a key removed or added."""
+    document = json.loads(json.dumps(every_field_split().to_dict()))
+    locations = list(_locations(document))
+    path, _ = draw(st.sampled_from(locations))
+    how = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if how == "delete" and isinstance(parent, dict):
+        _delete(document, path)
+    elif how == "add" and isinstance(parent, dict):
+        parent[draw(st.sampled_from(["colour", "Format", "lossses", "extra"]))] = draw(HOSTILE)
+    else:
+        _set(document, path, draw(HOSTILE))
+    return path, document
+
+
+def _load(document):
+    holes = every_field_split().callables()
+    return fs.SplitSpec.from_dict(document, losses=holes, namedtuples={"Pair": Pair})
+
+
+@settings(max_examples=150, deadline=None)
+@given(mutated_documents())
+def test_a_mutated_document_loads_or_names_its_field(mutated):
+    path, document = mutated
+    for load in (_load, lambda d: _load(json.loads(json.dumps(d)))):
+        try:
+            load(document)
+        except fs.SpecError as error:
+            assert str(path[0]) in str(error) or "format" in str(error), (path, str(error))
+    text = json.dumps(document)  # NaN and Infinity come out as JSON's non-standard literals
+    with contextlib.suppress(fs.SpecError):
+        fs.SplitSpec.from_json(text, losses=every_field_split().callables())
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ('{"format": "funcsplit.split/2"}', "upgrade funcsplit"),
+        ('{"format": "other"}', "field 'format'"),
+        ("[1, 2]", "a JSON object"),
+        ("{", "JSON text"),
+        ('{"a": 1, "a": 2}', "twice"),
+        ("[" * 100_000 + "]" * 100_000, "nested"),
+        ("1" * 5000, "5000 characters"),
+        ("NaN", "NaN"),
+        (b"\xff\xfe", "UTF-8"),
+    ],
+    ids=[
+        "newer-version",
+        "other-format",
+        "not-an-object",
+        "truncated",
+        "duplicate-key",
+        "deep-nesting",
+        "huge-number",
+        "nan",
+        "not-utf8",
+    ],
+)
+def test_hostile_text_is_a_spec_error(text, field):
+    with pytest.raises(fs.SpecError, match=field):
+        fs.SplitSpec.from_json(text)
+
+
+def _with(change) -> dict:
+    document = json.loads(json.dumps(every_field_split().to_dict()))
+    change(document)
+    return document
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda d: d.update(colour=1), "field 'colour'"),
+        (lambda d: d["losses"][0].update(wieght=2), "did you mean: weight"),
+        (lambda d: d["losses"][0].update(weight=float("nan")), r"losses\[0\].weight"),
+        (lambda d: d["losses"][0].update(weight=1e400), r"losses\[0\].weight"),
+        (lambda d: d["losses"][0].update(weight=True), r"losses\[0\].weight"),
+        (lambda d: d["losses"][1].update(name=""), r"losses\[1\].name"),
+        (lambda d: d["losses"][1].update(fn="msee"), r"losses\[1\].fn"),
+        (lambda d: d["losses"][0]["route"].update(op="greater"), r"losses\[0\].route.op"),
+        (lambda d: d["losses"][0]["route"].update(value=[]), r"losses\[0\].route.value"),
+        (lambda d: d["losses"][0]["fn"]["options"].update(x=1), r"losses\[0\].fn.options.x"),
+        (lambda d: d["losses"][0]["fn"]["options"].update(from_logits=1), "from_logits"),
+        (lambda d: d["losses"][0].update(class_weight=[[-1, 1.0]]), "class_weight"),
+        (lambda d: d["losses"][1].update(target=["a", -1]), r"losses\[1\].target\[1\]"),
+        (lambda d: d["losses"][1].update(target=2**80), r"losses\[1\].target"),
+        (lambda d: d.update(strict="yes"), "field 'strict'"),
+        (lambda d: d.update(drop=[["x", True]]), r"drop\[0\]"),
+        (lambda d: d["element"]["dict"]["task"]["leaf"].update(dtype="float128"), "dtype"),
+        (lambda d: d["element"]["dict"]["task"]["leaf"].update(shape=[-1]), "shape"),
+        (lambda d: d["element"]["dict"]["task"]["leaf"].update(shape=[2**70]), "shape"),
+        (lambda d: d["element"]["dict"]["task"]["leaf"].update(kind="jagged"), "kind"),
+        (lambda d: d["element"]["dict"]["by_id"]["dict"][0].__setitem__(0, "x"), "by_id"),
+        (lambda d: d["element"]["dict"]["pair"].update(namedtuple="os.path"), "identifier"),
+        (lambda d: d["inputs"].update(list=[]), "inputs"),
+        (lambda d: d.update(element={"dict": {"a": {"dict": {}}}} if False else 3), "element"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_wrong_field_is_named(change, field):
+    with pytest.raises(fs.SpecError, match=field):
+        _load(_with(change))
+
+
+def test_every_broken_binding_is_reported_at_once():
+    def break_two(document):
+        document["losses"][0]["weight"] = "heavy"
+        document["losses"][2]["fn"] = {"callable": "missing"}
+
+    with pytest.raises(fs.SpecError) as info:
+        _load(_with(break_two))
+    assert len(info.value.problems) == 2
+    assert "losses[0].weight" in str(info.value) and "'missing'" in str(info.value)
+
+
+def test_deeply_nested_structures_built_in_python_are_refused():
+    node = {"leaf": {"dtype": "float32", "shape": [None]}}
+    for _ in range(200):
+        node = {"tuple": [node]}
+    with pytest.raises(fs.SpecError, match="nested at most"):
+        fs.SplitSpec.from_dict(
+            {"format": "funcsplit.split/1", "element": node, "inputs": {"dict": {}}}
+        )
+
+
+class TestKerasLosses:
+    def split(self, loss) -> fs.SplitSpec:
+        spec = fs.ElementSpec.from_structure(
+            {"x": fs.Leaf(tf.float32, (None, 2)), "y": fs.Leaf(tf.float32, (None, 2))}
+        )
+        return fs.SplitSpec(spec, inputs="x", losses=fs.LossBinding("y", loss, target="y"))
+
+    def test_a_keras_builtin_loss_loads_from_its_description(self):
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)
+        back = fs.SplitSpec.from_json(self.split(loss).to_json())
+        assert type(back.losses[0].fn) is keras.losses.CategoricalCrossentropy
+        assert back.losses[0].fn.get_config() == loss.get_config()
+        y, p = tf.constant([[0.0, 1.0]]), tf.constant([[2.0, 0.0]])
+        assert float(back.losses[0].fn(y, p)) == pytest.approx(float(loss(y, p)))
+
+    def test_a_keras_loss_whose_config_loses_an_argument_is_a_plain_hole(self):
+        # Keras 3.15's Huber.get_config() has no delta: rebuilt, it would silently be 1.0.
+        document = self.split(keras.losses.Huber(delta=0.5)).to_dict()
+        assert document["losses"][0]["fn"] == {"callable": "Huber"}
+        assert (
+            "Huber"
+            in self.split(keras.losses.Huber()).to_dict()["losses"][0]["fn"]["keras"]["class_name"]
+        )
+
+    def test_a_registered_keras_loss_loads_through_keras_registry(self):
+        @keras.saving.register_keras_serializable("funcsplit_tests")
+        class ScaledMSE(keras.losses.Loss):
+            def __init__(self, scale=1.0, **kwargs):
+                super().__init__(**kwargs)
+                self.scale = scale
+
+            def call(self, y_true, y_pred):
+                return self.scale * keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+            def get_config(self):
+                return {**super().get_config(), "scale": self.scale}
+
+        document = self.split(ScaledMSE(scale=3.0)).to_dict()
+        assert document["losses"][0]["fn"]["keras"]["registered_name"] == (
+            "funcsplit_tests>ScaledMSE"
+        )
+        back = fs.SplitSpec.from_dict(document)
+        assert type(back.losses[0].fn) is ScaledMSE and back.losses[0].fn.scale == 3.0
+        keras.saving.get_custom_objects().pop("funcsplit_tests>ScaledMSE")
+        with pytest.raises(fs.SpecError, match="register_keras_serializable"):
+            fs.SplitSpec.from_dict(document)
+
+    def test_an_unregistered_keras_loss_is_a_plain_hole(self):
+        class Local(keras.losses.Loss):
+            def call(self, y_true, y_pred):
+                return keras.ops.mean(y_true - y_pred, axis=-1)
+
+        document = self.split(Local()).to_dict()
+        assert document["losses"][0]["fn"] == {"callable": "Local"}
+
+    def test_a_description_naming_something_else_is_refused(self):
+        document = self.split(keras.losses.MeanSquaredError()).to_dict()
+        document["losses"][0]["fn"]["keras"]["class_name"] = "Model"
+        with pytest.raises(fs.SpecError, match="keras.class_name"):
+            fs.SplitSpec.from_dict(document)
+
+    def test_a_lambda_in_a_keras_config_is_not_loaded(self):
+        document = self.split(keras.losses.MeanSquaredError()).to_dict()
+        document["losses"][0]["fn"]["keras"]["config"]["fn"] = {
+            "module": "builtins",
+            "class_name": "__lambda__",
+            "config": {"code": "x"},
+            "registered_name": None,
+        }
+        with pytest.raises(fs.SpecError, match="keras.config"):
+            fs.SplitSpec.from_dict(document)

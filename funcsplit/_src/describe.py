@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from funcsplit._src.errors import SpecError
 from funcsplit._src.plan import Plan
 from funcsplit._src.registry import BuiltinLoss
 from funcsplit._src.registry import RowWise
@@ -67,7 +68,17 @@ def describe(plan: Plan) -> str:
         x     float32[None, 2]  input
     """
     leaves = _table(("leaf", "spec", "role"), leaf_rows(plan))
+    footer = "\n\n" + fingerprint_line(plan)
     if not plan.losses:
-        return leaves + "\n\n(no losses)"
+        return leaves + "\n\n(no losses)" + footer
     header = ("loss", "fn", "target", "output", "weight", "route", "sample_weight", "group")
-    return leaves + "\n\n" + _table(header, binding_rows(plan))
+    return leaves + "\n\n" + _table(header, binding_rows(plan)) + footer
+
+
+def fingerprint_line(plan: Plan) -> str:
+    """``fingerprint <16 hex digits>`` of the split (what a checkpoint can record)."""
+    try:
+        return f"fingerprint {plan.split.fingerprint()}"
+    except SpecError as error:
+        reason = error.problems[0].expected if error.problems else "it cannot be saved"
+        return f"fingerprint - (the split cannot be written as JSON: {reason})"

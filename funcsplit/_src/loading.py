@@ -116,7 +116,7 @@ def _container(value: Any, field: str, leaf, depth: int, types: Mapping) -> Any:
         where = f"{field}.dict[{i}]"
         if not isinstance(pair, list) or len(pair) != 2:
             raise doc.fail(where, "a [key, value] pair", doc.found(pair))
-        key = pair[0] if isinstance(pair[0], str) else doc.integer(pair[0], f"{where}[0]")
+        key = doc.integer(pair[0], f"{where}[0]")  # str keys are the object form
         if key in out:
             raise doc.fail(f"{where}[0]", "each dict key once", f"{key!r} twice")
         out[key] = sub(pair[1], f"{where}[1]")

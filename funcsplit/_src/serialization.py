@@ -31,7 +31,7 @@ from funcsplit._src.spec import Leaf
 
 FORMAT = "funcsplit.split/1"
 
-# How Keras objects are described and loaded: installed by ``tf_keras_objects.py`` (the core
+# How Keras objects are described and loaded: installed by ``tf_saving.py`` (the core
 # never imports Keras). ``describe(fn)`` gives a JSON description or None; ``load(desc,
 # field)`` the object, or None when Keras's registry does not know it.
 _keras_describe: Callable[[Any], dict | None] | None = None
