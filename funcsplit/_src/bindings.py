@@ -163,7 +163,10 @@ class LossBinding:
         name: unique name of the loss (names its metric, ``<name>_loss`` in Keras).
         fn: a callable ``(y_true, y_pred) -> values`` (see `LossFn`), a Keras ``Loss``
             object (called unreduced), a registry name such as
-            ``"sparse_categorical_crossentropy"``, or a loss from `funcsplit.losses`.
+            ``"sparse_categorical_crossentropy"``, or a loss from `funcsplit.losses`. A
+            Keras ``Loss``'s own ``reduction``: its default and ``None`` leave the binding's
+            ``reduction`` to reduce, ``"mean_with_sample_weight"`` is the default
+            ``Σ w·l / Σ w``; ``"sum"`` and ``"mean"`` are a `SpecError` at compile time.
         target: path of the target in the element (a leaf, or a subtree for callables).
         output: path into the model's predictions; ``None`` is the whole predictions,
             ``"1"`` the second output of a tuple. With groups it is relative to the group's

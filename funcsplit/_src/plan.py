@@ -266,9 +266,62 @@ def _resolve_binding(r: _Resolver, index: int, binding: LossBinding) -> BoundLos
     if binding.route is not None:
         route = _resolve_route(r, binding, where)
         ok = ok and route is not None
+    reduction_problem = _keras_reduction_problem(binding, fn, where)
+    if reduction_problem is not None:
+        r.problems.append(reduction_problem)
+        ok = False
     if not ok:
         return None
     return BoundLoss(binding, fn, Path(target), sample_weight, route)
+
+
+def _is_keras_loss(fn: Any) -> bool:
+    """Whether ``fn`` is a Keras ``Loss`` object (by its classes: the core imports no Keras)."""
+    return any(c.__name__ == "Loss" and c.__module__.startswith("keras") for c in type(fn).__mro__)
+
+
+# A Keras Loss object's own reduction, and what funcsplit does with it. Keras's default
+# ("sum_over_batch_size") and None say nothing a binding must follow: funcsplit calls the loss
+# unreduced and the binding's `reduction=` reduces. The others are refused, saying why.
+_KERAS_REDUCTION_FIX = {
+    "sum": (
+        "a sum over the batch grows with the batch size and the routed count, which a "
+        "binding's per-example reduction does not offer; construct the loss without "
+        "reduction= and choose LossBinding(reduction='weighted_mean' | 'sum_over_batch_size')"
+        ", scaling it with weight= if needed"
+    ),
+    "mean": (
+        "Keras's 'mean' is its 'sum_over_batch_size' (Σ w·l / B), which funcsplit offers as "
+        "LossBinding(reduction='sum_over_batch_size'); its default is Σ w·l / Σ w: say which "
+        "on the binding and construct the loss without reduction="
+    ),
+}
+
+
+def _keras_reduction_problem(binding: LossBinding, fn: Any, where: str) -> Problem | None:
+    inner = fn.fn if isinstance(fn, registry.RowWise) else fn
+    if not _is_keras_loss(inner):
+        return None
+    reduction = getattr(inner, "reduction", None)
+    if reduction in (None, "none", "sum_over_batch_size"):
+        return None
+    if reduction == "mean_with_sample_weight":  # Σ w·l / Σ w: funcsplit's weighted_mean
+        if binding.reduction == "weighted_mean":
+            return None
+        fix = (
+            "Keras's 'mean_with_sample_weight' is funcsplit's default Σ w·l / Σ w, which "
+            f"contradicts reduction={binding.reduction!r} on the binding: drop one of them"
+        )
+    else:
+        fix = _KERAS_REDUCTION_FIX.get(reduction, "construct the loss without reduction=")
+    return Problem(
+        f"{where} fn",
+        str(binding.target),
+        "a Keras Loss whose reduction funcsplit can honour per binding: its default "
+        "'sum_over_batch_size' or None (the binding reduces), or 'mean_with_sample_weight'",
+        f"{type(inner).__name__}(reduction={reduction!r})",
+        fix,
+    )
 
 
 def _check_groups(r: _Resolver, inputs: Any) -> None:
