@@ -18,6 +18,8 @@ from funcsplit._src.spec import ElementSpec
 from funcsplit._src.spec import Leaf
 from funcsplit._src.tf_compiler import CompiledSplit
 from funcsplit._src.tf_compiler import compile  # noqa: A004 - the contract's name
+from funcsplit._src.tf_mixture import Mixture
+from funcsplit._src.tf_mixture import mix
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,7 @@ __all__ = [
     "Leaf",
     "LossBinding",
     "LossResult",
+    "Mixture",
     "Path",
     "Problem",
     "Route",
@@ -46,5 +49,6 @@ __all__ = [
     "SplitSpec",
     "compile",
     "losses",
+    "mix",
     "route",
 ]

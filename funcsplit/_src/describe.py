@@ -82,3 +82,9 @@ def fingerprint_line(plan: Plan) -> str:
     except SpecError as error:
         reason = error.problems[0].expected if error.problems else "it cannot be saved"
         return f"fingerprint - (the split cannot be written as JSON: {reason})"
+
+
+def table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    """Rows of cells as a plain-text table: a header, a rule, columns padded to fit (the
+    layout of the routing table, for other tables such as a mixture's)."""
+    return _table(header, rows)
