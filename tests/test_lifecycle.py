@@ -9,9 +9,12 @@ funcsplit.
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -19,6 +22,9 @@ import pytest
 import tensorflow as tf
 
 import funcsplit as fs
+from funcsplit._src import registry
+
+HERE = pathlib.Path(__file__).resolve().parent
 
 # 12 examples in 3 batches of 4; the second batch has no label (-1): its classification
 # loss has nothing routed.
@@ -158,6 +164,170 @@ def test_building_from_the_split_needs_the_input_dimensions():
     routed = fs.keras.RoutedModel(keras.Sequential([keras.layers.Dense(1)]), compiled)
     with pytest.raises(fs.SpecError, match=r"(?s)'x'.*float32\[None, None\].*ElementSpec"):
         routed.load_weights("never-read.weights.h5")
+
+
+# --- save and load_model ------------------------------------------------------------------
+
+
+def half_mae(y_true, y_pred):
+    """A user loss: a named hole in the saved split."""
+    return 0.5 * tf.reduce_mean(tf.abs(y_true - y_pred), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="lifecycle_tests")
+def keras_registered_mae(y_true, y_pred):
+    return tf.reduce_mean(tf.abs(y_true - y_pred), axis=-1)
+
+
+def _custom_split(ds, fn=half_mae):
+    split = _split(ds)
+    return fs.SplitSpec(
+        split.element,
+        split.inputs,
+        (split.losses[0], fs.LossBinding("reg", fn, target="y", output="reg")),
+    )
+
+
+@pytest.fixture
+def clean_registry():
+    saved = dict(registry._USER)
+    registry._USER.clear()
+    yield
+    registry._USER.clear()
+    registry._USER.update(saved)
+
+
+def _saved(tmp_path, split, *, jit_compile=False, metrics=None):
+    ds = _dataset()
+    compiled = fs.compile(split)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = {"cls": keras.layers.Dense(3, activation="softmax")(hidden)}
+    outputs["reg"] = keras.layers.Dense(1)(hidden)
+    routed = fs.keras.RoutedModel(keras.Model(inputs, outputs), compiled, metrics=metrics)
+    routed.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=jit_compile)
+    routed.fit(compiled.apply(ds), epochs=2, verbose=0)
+    path = tmp_path / "routed.keras"
+    routed.save(path)
+    return routed, path
+
+
+def test_save_and_load_model_round_trip_model_split_metrics_compile_and_optimizer(tmp_path):
+    ds = _dataset()
+    metrics = {"cls": [keras.metrics.SparseCategoricalAccuracy(name="acc")]}
+    routed, path = _saved(tmp_path, _split(ds), jit_compile=True, metrics=metrics)
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    assert config["registered_name"] == "funcsplit>RoutedModel"
+    assert config["config"]["split"] == routed.compiled_split.spec.to_dict()
+    assert config["config"]["weighting"] is None
+
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, fs.keras.RoutedModel)
+    assert loaded.compiled_split.spec == routed.compiled_split.spec
+    assert loaded.jit_compile is True
+    assert isinstance(loaded.optimizer, keras.optimizers.Adam)
+    assert int(loaded.optimizer.iterations) == 6
+    assert _max_difference(_state(loaded)[0], _state(routed)[0]) == 0.0
+    assert _max_difference(_state(loaded)[1], _state(routed)[1]) == 0.0
+    x = np.concatenate([b["x"] for b in ds.as_numpy_iterator()])
+    for key, value in routed.predict(x, verbose=0).items():
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0)[key], value)
+    logs = loaded.evaluate(loaded.compiled_split.apply(ds), return_dict=True, verbose=0)
+    assert logs == routed.evaluate(routed.compiled_split.apply(ds), return_dict=True, verbose=0)
+    assert set(logs) == {"loss", "cls_loss", "reg_loss", "cls_acc"}
+
+
+def test_a_user_callable_is_refused_without_custom_objects_naming_the_binding(tmp_path):
+    routed, path = _saved(tmp_path, _custom_split(_dataset()))
+    with pytest.raises(fs.SpecError) as info:
+        keras.models.load_model(path)
+    text = str(info.value)
+    assert "binding 'reg'" in text and "'half_mae'" in text
+    assert "custom_objects" in text and "fs.losses.register" in text
+
+    loaded = keras.models.load_model(path, custom_objects={"half_mae": half_mae})
+    assert loaded.compiled_split.spec == routed.compiled_split.spec
+    assert _max_difference(_state(loaded)[1], _state(routed)[1]) == 0.0
+
+
+def test_a_user_callable_loads_from_the_funcsplit_or_the_keras_registry(tmp_path, clean_registry):
+    _, path = _saved(tmp_path, _custom_split(_dataset()))
+    fs.losses.register("half_mae", half_mae)
+    loaded = keras.models.load_model(path)
+    assert loaded.compiled_split.spec.losses[1].fn is half_mae
+
+    (tmp_path / "k").mkdir()
+    _, path = _saved(tmp_path / "k", _custom_split(_dataset(), keras_registered_mae))
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))["config"]
+    assert config["keras_registered"] == {
+        "keras_registered_mae": "lifecycle_tests>keras_registered_mae"
+    }
+    loaded = keras.models.load_model(path)
+    assert loaded.compiled_split.spec.losses[1].fn is keras_registered_mae
+
+
+def test_a_keras_loss_object_loads_through_keras_in_safe_mode(tmp_path):
+    routed, path = _saved(tmp_path, _custom_split(_dataset(), keras.losses.MeanAbsoluteError()))
+    loaded = keras.models.load_model(path)
+    fn = loaded.compiled_split.spec.losses[1].fn
+    assert isinstance(fn, keras.losses.MeanAbsoluteError) and fn.get_config() == (
+        routed.compiled_split.spec.losses[1].fn.get_config()
+    )
+
+
+def test_a_hostile_split_document_in_the_archive_is_a_spec_error(tmp_path):
+    _, path = _saved(tmp_path, _split(_dataset()))
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["config"]["split"]["losses"][0]["fn"] = {"callable": "os.system", "import": "os"}
+    members["config.json"] = json.dumps(config).encode()
+    hostile = tmp_path / "hostile.keras"
+    with zipfile.ZipFile(hostile, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(fs.SpecError, match=r"losses\[0\]\.fn"):
+        keras.models.load_model(hostile)
+
+
+# --- resume in a fresh process -----------------------------------------------------------
+
+RESUME_CASES = ("fit", "fit-xla", "step", "step-xla", "step-weighted")
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Runs ``lifecycle_resume.py``: 4 epochs straight and 2 saved (one process), then the
+    last 2 after loading (a fresh process). Returns the directory of the states."""
+    out = tmp_path_factory.mktemp("resume")
+    # The funcsplit of this checkout, whatever is installed.
+    path = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, CUDA_VISIBLE_DEVICES="")
+    for phase in ("first", "second"):
+        done = subprocess.run(
+            [sys.executable, str(HERE / "lifecycle_resume.py"), phase, str(out)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return out
+
+
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_two_epochs_saved_loaded_in_a_fresh_process_and_two_more_equal_four(resumed, case):
+    straight = np.load(resumed / f"{case}-straight.npz")
+    again = np.load(resumed / f"{case}-resumed.npz")
+    names = straight.files
+    assert names == again.files and len(names) >= 20  # 6 weights, Adam's 14 (+ weighting)
+    difference = _max_difference([straight[n] for n in names], [again[n] for n in names])
+    print(f"{case}: max abs difference after 2 + 2 vs 4 epochs = {difference:.3g}")
+    assert difference <= 1e-6
 
 
 # --- serving -----------------------------------------------------------------------------

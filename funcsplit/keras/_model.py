@@ -145,6 +145,7 @@ def _check_not_raw(compiled: CompiledSplit, data: Any, where: str) -> None:
         )
 
 
+@keras.saving.register_keras_serializable(package="funcsplit")
 class RoutedModel(keras.Model):
     """A Keras model that runs ``model`` and takes its loss from a `CompiledSplit`.
 
@@ -163,13 +164,16 @@ class RoutedModel(keras.Model):
     get each binding's route-and-sample weight. Routed-away targets are replaced by zeros
     before any metric sees them (a ``-1`` label cannot crash a metric).
 
-    Weights and checkpoints: ``save_weights`` / ``load_weights`` (and Keras's
-    ``ModelCheckpoint(save_weights_only=True)`` and ``BackupAndRestore``) carry the inner
-    model's weights and the optimizer's state. The wrapper builds itself (and its optimizer)
-    from the split's element spec, so a fresh ``RoutedModel``, compiled as the saved one was,
-    loads them without a batch of data. ``export(dir)`` writes the inner model's SavedModel,
-    served with plain ``tf.saved_model.load`` (no funcsplit needed). For inference in Keras,
-    save the inner model, ``routed.model.save("model.keras")``. ``routed.save`` raises.
+    Saving, checkpoints and serving: ``routed.save("m.keras")`` and
+    ``keras.models.load_model("m.keras")`` round-trip the inner model, the split (as its
+    ``funcsplit.split/1`` document: no code), the metrics, the compile state and the
+    optimizer's state, so training resumes exactly; so do Keras's ``ModelCheckpoint`` (full
+    or ``save_weights_only``), ``BackupAndRestore`` and ``save_weights`` / ``load_weights``.
+    The wrapper builds itself (and its optimizer) from the split's element spec: a fresh
+    ``RoutedModel``, compiled as the saved one was, loads weights without a batch of data. A
+    split with user callables loads with ``load_model(path, custom_objects={name: fn})`` or
+    after ``fs.losses.register(name, fn)``. ``export(dir)`` writes the inner model's
+    SavedModel, served with plain ``tf.saved_model.load`` (no funcsplit needed).
 
     Distribution and XLA: build and compile under ``strategy.scope()`` as usual. Each
     replica's loss is its share of the global loss (funcsplit's global denominators), not
@@ -437,14 +441,69 @@ class RoutedModel(keras.Model):
             filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
         )
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        """Refuses: save the inner model (``routed.model.save(...)``), which needs no funcsplit.
+    def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        """Keras's ``save``: the inner model, the split, the compile and optimizer state.
+
+        ``keras.models.load_model(filepath)`` (after ``import funcsplit``) gives back a
+        `RoutedModel` that continues training where this one stopped. The split is written
+        as its ``funcsplit.split/1`` document; its user callables are named holes, filled at
+        load time from ``custom_objects`` or `funcsplit.losses.register`.
 
         Raises:
-            TypeError: always.
+            SpecError: for a split part JSON cannot hold, or if the model is not built and
+                an input's non-batch dimensions are unknown in the split's element spec.
+
+        Examples:
+            >>> import funcsplit as fs, keras, os, tempfile, tensorflow as tf
+            >>> spec = fs.ElementSpec.from_structure({"x": fs.Leaf(tf.float32, (None, 2)),
+            ...                                       "y": fs.Leaf(tf.float32, (None, 1))})
+            >>> compiled = fs.compile(fs.SplitSpec(spec, inputs="x",
+            ...                       losses=(fs.LossBinding("y", "mse", target="y"),)))
+            >>> routed = fs.keras.RoutedModel(keras.Sequential([keras.layers.Dense(1)]),
+            ...                               compiled)
+            >>> routed.compile(optimizer="adam")
+            >>> path = os.path.join(tempfile.mkdtemp(), "m.keras")
+            >>> routed.save(path)
+            >>> loaded = keras.models.load_model(path)
+            >>> loaded.compiled_split.spec == compiled.spec, loaded.optimizer.name
+            (True, 'adam')
         """
-        raise TypeError(
-            "RoutedModel is a training wrapper: save the inner model instead, "
-            "routed.model.save('model.keras'); it reloads with keras.models.load_model "
-            "without funcsplit."
-        )
+        self._build_if_needed()
+        return super().save(filepath, *args, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        """The inner model's and the metrics' Keras configs, and the split's document."""
+        return _saving.config(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> RoutedModel:
+        """Rebuilds a `RoutedModel` from `get_config`, filling the split's callable holes.
+
+        Raises:
+            SpecError: for a malformed split document, or a callable hole that neither
+                ``custom_objects``, Keras's registry nor `funcsplit.losses.register` fills
+                (naming the binding).
+        """
+        if custom_objects is None:  # load_model already holds its custom_objects' scope
+            return cls(**_saving.arguments(config))
+        with keras.saving.custom_object_scope(custom_objects):
+            return cls(**_saving.arguments(config))
+
+    def get_build_config(self) -> dict[str, Any]:
+        """Says that loading builds the model from the split's element spec."""
+        return {"from_split": True}
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        """Builds the model from the split's element spec (the inner model's own, if built)."""
+        del config
+        if not _saving.unknown_input_dims(self.compiled_split) or not self.model.built:
+            _saving.build_from_split(self)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Compiles as the saved model was (its optimizer built, so its state loads)."""
+        config = keras.saving.deserialize_keras_object(config)
+        for key in ("loss", "loss_weights"):
+            config.pop(key, None)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)

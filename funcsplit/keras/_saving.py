@@ -1,4 +1,4 @@
-"""What `RoutedModel` needs to build, save and export itself without a batch of data.
+"""What `RoutedModel` needs to build, save, load and export itself without a batch of data.
 
 Keras builds a model from its first batch; a `RoutedModel` knows its batches before it sees
 one: the split's element spec gives the structure, dtypes and shapes of
@@ -6,19 +6,38 @@ one: the split's element spec gives the structure, dtypes and shapes of
 compiled metrics and the optimizer from that spec, so ``load_weights``, ``BackupAndRestore``
 and saving work on a model that has not trained yet. `export_signature` gives the serving
 signature of the inner model (one named `tf.TensorSpec` per input).
+
+`config` and `arguments` are ``get_config`` and ``from_config``: the inner model and the
+metrics as Keras serializes them, the split as its ``funcsplit.split/1`` document (which holds
+no code: user callables are named holes). Loading fills the holes from ``custom_objects``
+(Keras's custom object scope), from Keras's registry (``register_keras_serializable``, by the
+registered name written at save time) and from `funcsplit.losses.register`; an unfilled hole
+is a `SpecError` naming the binding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
+import attrs
+import keras
 import tensorflow as tf
+from keras.src import backend
 
 from funcsplit._src import structure
+from funcsplit._src.bindings import SplitSpec
 from funcsplit._src.errors import Problem
+from funcsplit._src.errors import SpecError
 from funcsplit._src.errors import raise_if_any
 from funcsplit._src.tf_compiler import CompiledSplit
+from funcsplit._src.tf_compiler import compile as compile_split
+
+_LOAD_FIX = (
+    "pass the callable when loading: keras.models.load_model(path, custom_objects="
+    "{name: fn}) with the name above, or fs.losses.register(name, fn) before loading"
+)
 
 
 def batch_spec(compiled: CompiledSplit) -> tuple[Any, dict, dict]:
@@ -76,11 +95,14 @@ def build_from_split(routed: Any, data_batch: Any = None) -> None:
         raise_if_any(unknown_input_dims(routed.compiled_split))
         data_batch = batch_spec(routed.compiled_split)
     strategy = routed._distribute_strategy
-    if strategy is None:
-        routed._symbolic_build(data_batch=data_batch)
-    else:
-        with strategy.scope():
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        if hasattr(routed, "optimizer"):  # compiled: metrics and optimizer too
             routed._symbolic_build(data_batch=data_batch)
+        else:
+            inputs = tf.nest.map_structure(
+                lambda s: keras.KerasTensor(s.shape, s.dtype.name), data_batch[0]
+            )
+            backend.compute_output_spec(routed, inputs, training=False)
 
 
 def export_signature(compiled: CompiledSplit) -> list[Any]:
@@ -111,3 +133,101 @@ def _named(spec: tf.TypeSpec, keys: tuple) -> tf.TypeSpec:
     return tf.TensorSpec(
         spec.shape, spec.dtype, name=re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
     )
+
+
+def config(routed: Any) -> dict[str, Any]:
+    """``RoutedModel.get_config``: inner model, split document, metrics, Keras names of holes.
+
+    Raises:
+        SpecError: for a split part JSON cannot hold (see ``SplitSpec.to_dict``).
+    """
+    split = routed.compiled_split.spec
+    registered = {}
+    for hole, fn in split.callables().items():
+        name = _keras_registered_name(fn)
+        if name is not None:
+            registered[hole] = name
+    metrics = routed.routed_metrics
+    return {
+        "name": routed.name,
+        "model": keras.saving.serialize_keras_object(routed.model),
+        "split": split.to_dict(),
+        "keras_registered": registered,
+        "metrics": None
+        if metrics is None
+        else {
+            binding: [keras.saving.serialize_keras_object(m) for m in ms]
+            for binding, ms in metrics._by_binding.items()
+        },
+        # Room for the weighting method (its name and options) of a weighted RoutedModel.
+        "weighting": None,
+    }
+
+
+def arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """``RoutedModel.from_config``'s constructor arguments, read from ``config``.
+
+    Runs inside Keras's custom object scope (``load_model(custom_objects=...)``), where
+    ``keras.saving.get_registered_object`` finds the user's objects.
+
+    Raises:
+        SpecError: for a malformed split document or a hole no one filled, naming the
+            binding and how to pass the callable.
+    """
+    document = config.get("split")
+    registered = config.get("keras_registered") or {}
+    losses = {}
+    for hole in _hole_names(document):
+        fn = keras.saving.get_registered_object(hole)
+        keras_name = registered.get(hole) if isinstance(registered, dict) else None
+        if fn is None and isinstance(keras_name, str):
+            fn = keras.saving.get_registered_object(keras_name)
+        if fn is not None and callable(fn):
+            losses[hole] = fn
+    try:
+        split = SplitSpec.from_dict(document, losses=losses)
+    except SpecError as error:
+        raise SpecError([_with_load_fix(p) for p in error.problems]) from None
+    metrics = config.get("metrics")
+    if metrics is not None:
+        metrics = {
+            binding: [keras.saving.deserialize_keras_object(m) for m in ms]
+            for binding, ms in metrics.items()
+        }
+    return {
+        "model": keras.saving.deserialize_keras_object(config["model"]),
+        "compiled": compile_split(split),
+        "metrics": metrics,
+        "name": config.get("name"),
+    }
+
+
+def _keras_registered_name(fn: Any) -> str | None:
+    """The ``package>name`` under which Keras's registry holds ``fn`` (or its class)."""
+    for candidate in (fn, type(fn)):
+        try:
+            name = keras.saving.get_registered_name(candidate)
+        except (AttributeError, TypeError):
+            continue
+        if isinstance(name, str) and ">" in name:
+            return name
+    return None
+
+
+def _hole_names(document: Any) -> list[str]:
+    """The names of the callable holes of a split document (shape checks: `from_dict`)."""
+    names = []
+    losses = document.get("losses") if isinstance(document, dict) else None
+    for binding in losses if isinstance(losses, list) else ():
+        fn = binding.get("fn") if isinstance(binding, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("row_wise"), dict):
+            fn = fn["row_wise"]
+        if isinstance(fn, dict) and isinstance(fn.get("callable"), str):
+            names.append(fn["callable"])
+    return names
+
+
+def _with_load_fix(problem: Problem) -> Problem:
+    if "no such callable" not in problem.found:
+        return problem
+    return attrs.evolve(problem, fix=_LOAD_FIX)
