@@ -30,7 +30,9 @@ def judge(row: dict) -> None:
     variant, case = row["variant"], row["case"]
     if not variant.startswith("funcsplit"):
         return
-    if case == "retracing":
+    if case == "weighting":
+        _judge_weighting(row)
+    elif case == "retracing":
         row["target"] = "exactly one trace of split and of the step"
         one = row.get("traces") == 1 and row.get("split_traces") == 1
         row["verdict"] = "met" if one else "missed"
@@ -46,6 +48,30 @@ def judge(row: dict) -> None:
         what = what if case == "routing" else "the baseline"
         row["target"] = f"ratio to {what} ≤ {RATIO_TARGET}"
         row["verdict"] = _ratio_verdict(row, RATIO_TARGET)
+
+
+LOSS_METHOD_TARGET = 1.05  # a loss-based method's step over static weighting's
+GRAM_FLOOR_TARGET = 1.25  # a Gram method's step over the hand-written Gram floor
+NASH_PCGRAD_TARGET = 2.0  # Nash-MTL's in-graph solver over PCGrad's step
+
+
+def _judge_weighting(row: dict) -> None:
+    """The issue's cost targets: loss-based ≤ 1.05× static, Gram methods near the floor of T
+    backward passes over the shared part, Nash-MTL ≤ 2× PCGrad."""
+    checks = []
+    if row["variant"] == "funcsplit_static":
+        checks.append(("the hand-written sum", row["ratio_to_baseline"], LOSS_METHOD_TARGET))
+    elif not row.get("needs_gram"):
+        checks.append(("static", row.get("ratio_to_static"), LOSS_METHOD_TARGET))
+    else:
+        checks.append(("the Gram floor", row.get("ratio_to_gram_floor"), GRAM_FLOOR_TARGET))
+    if "ratio_to_pcgrad" in row:
+        checks.append(("PCGrad", row["ratio_to_pcgrad"], NASH_PCGRAD_TARGET))
+    checks = [c for c in checks if c[1] is not None]
+    if not checks:
+        return
+    row["target"] = "; ".join(f"ratio to {what} ≤ {limit:g}" for what, _, limit in checks)
+    row["verdict"] = "met" if all(value <= limit for _, value, limit in checks) else "missed"
 
 
 def growth_exponent(rows: list[dict], variant: str, smallest: int = 64) -> float | None:
@@ -109,6 +135,13 @@ def _details(r: dict) -> str:
         parts.append(f"{r['split_traces']} split, {r['loss_traces']} loss traces")
     if "ratio_to_floor" in r:
         parts.append(f"{r['ratio_to_floor']:.2f}x the tf.function floor")
+    for key, what in (
+        ("ratio_to_static", "static"),
+        ("ratio_to_gram_floor", "Gram floor"),
+        ("ratio_to_pcgrad", "PCGrad"),
+    ):
+        if key in r:
+            parts.append(f"{r[key]:.3f}x {what}")
     if "ratio_to_masked" in r:
         parts.append(f"vs mask {r['ratio_to_masked']:.3f}, vs gather {r['ratio_to_gather']:.3f}")
     return "; ".join(parts)
@@ -120,12 +153,14 @@ CASE_TITLES = {
     "routing": "3. Per-example routing with T tasks",
     "scale": "4. Scale: compile, trace and step time against bindings",
     "retracing": "5. Retracing over batches of varying sizes",
+    "weighting": "6. Weighting methods: step time over static at T = 2, 4, 8 tasks",
 }
 PLOTS = {
     "pipeline": "pipeline.png",
     "routing": "routing.png",
     "scale": "scale.png",
     "retracing": "retracing.png",
+    "weighting": "weighting.png",
 }
 
 
@@ -289,6 +324,27 @@ def _plot_retracing(rows: list[dict], path: pathlib.Path) -> None:
     _save(fig, path)
 
 
+def _plot_weighting(rows: list[dict], path: pathlib.Path) -> None:
+    rows = [r for r in rows if r["case"] == "weighting" and "ratio_to_static" in r]
+    tasks = sorted({r["tasks"] for r in rows})
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(len(tasks), 1)
+    for j, t in enumerate(tasks):
+        values = [
+            next((r["ratio_to_static"] for r in rows if r["tasks"] == t and r["variant"] == v), 0)
+            for v in variants
+        ]
+        ax.bar([i + j * width for i in range(len(variants))], values, width, label=f"T={t}")
+    ax.set_xticks([i + width * (len(tasks) - 1) / 2 for i in range(len(variants))])
+    ax.set_xticklabels([v.removeprefix("funcsplit_") for v in variants], fontsize=8, rotation=30)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.axhline(LOSS_METHOD_TARGET, color="tab:red", lw=0.8, ls="--")
+    ax.set_ylabel("step time / static weighting")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 README_START = "<!-- benchmark-table:start -->"
 README_END = "<!-- benchmark-table:end -->"
 
@@ -353,6 +409,7 @@ def write(results: dict, out: pathlib.Path) -> list[pathlib.Path]:
         "routing": _plot_routing,
         "scale": _plot_scale,
         "retracing": _plot_retracing,
+        "weighting": _plot_weighting,
     }
     for case, plot in plotters.items():
         if any(r["case"] == case for r in rows):

@@ -43,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--out", default="funcsplit-demo", help="folder for the plot and table")
     demo.add_argument("--epochs", type=int, default=None, help="training epochs")
     demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: a cache dir)")
+    demo.add_argument("--weighting", default=None, help="train with fs.weighting.NAME()")
+    demo.add_argument(
+        "--compare-weightings",
+        action="store_true",
+        help="train once per weighting method; write a table and a plot",
+    )
     describe = commands.add_parser("describe", help="print a split's routing table")
     describe.add_argument("target", help="MODULE:NAME of a SplitSpec, CompiledSplit or factory")
     args = parser.parse_args(argv)
@@ -51,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from funcsplit.demo import main as demo_main
 
-    return demo_main(out=args.out, epochs=args.epochs, data_dir=args.data_dir)
+    options = {}
+    if args.weighting is not None:
+        options["weighting"] = args.weighting
+    if args.compare_weightings:
+        options["compare_weightings"] = True
+    return demo_main(out=args.out, epochs=args.epochs, data_dir=args.data_dir, **options)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CASES = {"pipeline", "training", "routing", "scale", "retracing"}
+CASES = {"pipeline", "training", "routing", "scale", "retracing", "weighting"}
 ROW_KEYS = {
     "case",
     "variant",
@@ -66,7 +66,14 @@ def test_every_case_compares_funcsplit_with_a_handwritten_baseline(out):
 def test_markdown_and_plots_written(out):
     text = (out / "results.md").read_text()
     assert "| config | variant | baseline |" in text
-    for name in ("ratios.png", "pipeline.png", "routing.png", "scale.png", "retracing.png"):
+    for name in (
+        "ratios.png",
+        "pipeline.png",
+        "routing.png",
+        "scale.png",
+        "retracing.png",
+        "weighting.png",
+    ):
         assert (out / name).stat().st_size > 1000, name
         assert f"({name})" in text, name
 

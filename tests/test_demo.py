@@ -126,3 +126,74 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
     assert digits.default_data_dir() == str(tmp_path)
     monkeypatch.delenv("FUNCSPLIT_DATA_DIR")
     assert digits.default_data_dir().endswith("funcsplit/tfds")
+
+
+def _few_methods(monkeypatch) -> tuple[str, ...]:
+    """static, a loss-based method and (when on main) a Gram method: a fast comparison."""
+    from funcsplit.demo import weightings
+
+    names = weightings.available()
+    gram = [n for n in names if getattr(fs.weighting, n)().needs_gram][:1]
+    few = ("static", "uncertainty", *gram)
+    monkeypatch.setattr(weightings, "available", lambda: few)
+    return few
+
+
+def test_tiny_demo_with_a_weighting_shows_the_weights(data_dir, tmp_path, capsys, monkeypatch):
+    few = _few_methods(monkeypatch)
+    name = few[-1]
+    out = tmp_path / "weighted"
+    assert main(out=str(out), epochs=1, data_dir=data_dir, limit=96, verbose=0, weighting=name) == 0
+    history = json.loads((out / "history.json").read_text())
+    for task_name in ("label", "coarse", "mask", "name"):
+        assert np.isfinite(history[f"{task_name}_weight"][0])
+        assert f"val_{task_name}_weight" not in history
+    printed = capsys.readouterr().out
+    assert f"weighting=fs.weighting.{name}()" in printed and "token accuracy" in printed
+
+
+def test_tiny_compare_weightings_writes_table_json_and_plot(
+    data_dir, tmp_path, capsys, monkeypatch
+):
+    few = _few_methods(monkeypatch)
+    out = tmp_path / "compare"
+    assert main(out=str(out), epochs=1, data_dir=data_dir, limit=96, compare_weightings=True) == 0
+    record = json.loads((out / "weightings.json").read_text())
+    records = {r["method"]: r for r in record["records"]}
+    assert list(records) == list(few)
+    assert records["static"]["delta_m"] == 0.0
+    for r in records.values():
+        assert set(r["metrics"]) == {"label", "coarse", "mask", "name"}
+        assert all(0.0 <= v <= 1.0 for v in r["metrics"].values())
+    base, other = records["static"]["metrics"], records["uncertainty"]["metrics"]
+    by_hand = 100 * np.mean([(other[t] - base[t]) / base[t] for t in base])
+    assert records["uncertainty"]["delta_m"] == pytest.approx(by_hand, abs=1e-8)
+    table = (out / "weightings.md").read_text()
+    assert "Δm % vs static" in table and "| uncertainty |" in table
+    assert (out / "weightings.png").read_bytes().startswith(b"\x89PNG")
+    assert "Δm %" in capsys.readouterr().out
+
+
+def test_demo_rejects_an_unknown_weighting(data_dir, tmp_path):
+    with pytest.raises(SystemExit, match="unknown weighting 'nope'"):
+        main(out=str(tmp_path), epochs=1, data_dir=data_dir, weighting="nope")
+
+
+def test_cli_demo_passes_the_weighting_flags(monkeypatch):
+    calls = []
+    monkeypatch.setattr("funcsplit.demo.main", lambda **kwargs: calls.append(kwargs) or 0)
+    assert cli.main(["demo", "--weighting", "famo"]) == 0
+    assert cli.main(["demo", "--compare-weightings", "--epochs", "3"]) == 0
+    assert calls[0]["weighting"] == "famo" and "compare_weightings" not in calls[0]
+    assert calls[1]["compare_weightings"] is True and calls[1]["epochs"] == 3
+
+
+def test_delta_m_follows_libmtl():
+    from funcsplit.demo import weightings
+
+    # LibMTL count_improvement: mean over tasks of (-1)^{l_t} (base - new) / base with
+    # l_t = 1 for higher-is-better metrics, i.e. (new - base) / base
+    base = {"label": 0.8, "coarse": 0.9, "mask": 0.5, "name": 0.6}
+    new = {"label": 0.84, "coarse": 0.9, "mask": 0.45, "name": 0.66}
+    expected = 100 * np.mean([0.05, 0.0, -0.1, 0.1])
+    assert weightings.delta_m(base, new) == pytest.approx(expected, abs=1e-9)

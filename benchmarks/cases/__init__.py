@@ -9,6 +9,7 @@ from benchmarks.cases import retracing
 from benchmarks.cases import routing
 from benchmarks.cases import scale
 from benchmarks.cases import training
+from benchmarks.cases import weighting
 
 CASES = {
     "pipeline": pipeline.run,
@@ -16,4 +17,5 @@ CASES = {
     "routing": routing.run,
     "scale": scale.run,
     "retracing": retracing.run,
+    "weighting": weighting.run,
 }

@@ -94,6 +94,9 @@ def labelled_fraction(builder: Any, split: str = "train") -> tuple[int, int]:
 def build_model(num_classes: dict[str, int], *, seed: int = 0) -> keras.Model:
     """A small conv encoder with four heads: label, coarse, mask and the name decoder.
 
+    The layers every task reads (``conv1``, ``conv2``, ``pooled``) are named, so that a
+    weighting method that needs the Gram matrix can take them as the shared variables.
+
     Args:
         num_classes: ``fs.tfds.num_classes(builder)``: sizes the two classifier heads.
         seed: the seed of the initial weights.
@@ -101,10 +104,11 @@ def build_model(num_classes: dict[str, int], *, seed: int = 0) -> keras.Model:
     keras.utils.set_random_seed(seed)
     image = keras.Input(IMAGE.shape, name="image")
     tokens = keras.Input((digits.NAME_LENGTH,), dtype="int32", name="name")
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(image)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(image)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
     mask = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
-    pooled = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(x))
+    flat = keras.layers.Flatten()(x)
+    pooled = keras.layers.Dense(64, activation="relu", name="pooled")(flat)
     label = keras.layers.Dense(num_classes["label"], activation="softmax", name="label")(pooled)
     coarse = keras.layers.Dense(num_classes["coarse"], activation="softmax", name="coarse")(pooled)
     state = keras.layers.Dense(64, activation="tanh")(pooled)
