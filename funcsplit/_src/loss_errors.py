@@ -82,3 +82,28 @@ def check_prediction_rank(bound: BoundLoss, y_pred: Any) -> None:
         "bind the output that holds the class scores (e.g. Dense(C), not squeezed); "
         "a [B] probability of one class is binary_crossentropy's",
     )
+
+
+def masked_batch_level(bound: BoundLoss) -> SpecError:
+    """The error for a batch-level (scalar) loss on a prediction that carries a Keras mask."""
+    return SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        "per-example values [B, ...] when the prediction carries a Keras mask (it weighs "
+        "each example's values)",
+        "one batch-level scalar",
+        "return per-example (per-timestep) values, or remove the mask from the output "
+        "(e.g. an identity layer that does not support masking)",
+    )
+
+
+def mask_reduced(bound: BoundLoss, mask_shape: Any, values_shape: Any) -> SpecError:
+    """The error for values reduced over axes that a prediction's Keras mask covers."""
+    return SpecError.single(
+        fn_where(bound),
+        str(bound.target),
+        f"values with the axes of the prediction's Keras mask (mask shape {mask_shape})",
+        f"values of shape {values_shape}, reduced over masked axes",
+        "return per-timestep values (e.g. a Keras Loss, or reduction over the last axis "
+        "only), so the mask can weigh them",
+    )

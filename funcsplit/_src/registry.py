@@ -33,6 +33,8 @@ class LossRecord(NamedTuple):
             gives ``[B]`` values (Keras's functions would take that mean over the batch).
         prediction_rank: the least rank of a prediction (2 where the last axis holds the
             classes, 3 for ``[B, T, V]`` tokens): a lower rank is a `SpecError`.
+        reads_mask: the loss applies a prediction's Keras mask itself (its values are
+            already reduced over the masked axes).
     """
 
     defaults: dict[str, Any]
@@ -41,6 +43,7 @@ class LossRecord(NamedTuple):
     integer_target_rank: int | None = None
     elementwise: bool = False
     prediction_rank: int = 1
+    reads_mask: bool = False
 
 
 RECORDS: dict[str, LossRecord] = {
@@ -56,7 +59,10 @@ RECORDS: dict[str, LossRecord] = {
     "huber": LossRecord({"delta": 1.0}, elementwise=True),
     "dice": LossRecord({"epsilon": 1e-7}, batch_level=True, row_wise=False),
     "sequence_crossentropy": LossRecord(
-        {"from_logits": False, "pad_id": 0}, integer_target_rank=2, prediction_rank=3
+        {"from_logits": False, "pad_id": 0},
+        integer_target_rank=2,
+        prediction_rank=3,
+        reads_mask=True,
     ),
 }
 

@@ -21,6 +21,7 @@ from funcsplit._src.errors import raise_if_any
 from funcsplit._src.plan import Plan
 from funcsplit._src.plan import resolve
 from funcsplit._src.routing import split_parts
+from funcsplit._src.tf_losses import has_keras_mask
 from funcsplit._src.tf_replicas import replicas_in_sync
 
 
@@ -48,17 +49,23 @@ class TracedFunction:
         *,
         check: Callable[..., list] | None = None,
         one_example: Callable[..., Any] | None = None,
+        inline: Callable[..., bool] | None = None,
     ):
         self.python_function = python_function
         self._traced = traced
         self._diagnose = diagnose
         self._check = check
         self._one_example = one_example
+        self._inline = inline  # arguments the traced function would lose something of
         self._concrete = None  # the one concrete function of a traced fn with a signature
 
     @tf.autograph.experimental.do_not_convert
     def __call__(self, *args: Any) -> Any:
-        if tf.inside_function() or replicas_in_sync() > 1:
+        if (
+            tf.inside_function()
+            or replicas_in_sync() > 1
+            or (self._inline is not None and self._inline(*args))
+        ):
             if self._diagnose is not None:
                 raise_if_any(self._diagnose(*args, batched=None))
             return self.python_function(*args)
@@ -94,6 +101,10 @@ class TracedFunction:
     def get_concrete_function(self, *args: Any) -> Any:
         """The traced concrete function (see `tf.function`)."""
         return self._traced.get_concrete_function(*args)
+
+
+def _masked_predictions(targets: Any, predictions: Any = None, weights: Any = None) -> bool:
+    return has_keras_mask(predictions)
 
 
 def _split_function(plan: Plan) -> Callable[[Any], tuple[Any, dict, dict]]:
@@ -172,7 +183,9 @@ class CompiledSplit:
             unbatched dataset), it splits that example. Inputs declared as lists come out
             as tuples (a ``dataset.map`` would stack a list into one tensor).
         loss: ``loss(targets, predictions, weights) -> LossResult``, traced (at most twice:
-            ``reduce_retracing``), or run inline inside another trace or a multi-replica context.
+            ``reduce_retracing``), or run inline inside another trace or a multi-replica
+            context, and eagerly for predictions that carry a Keras mask (which a traced call
+            would drop; the mask weighs the values, see docs/concepts.md).
 
     Examples:
         >>> import funcsplit as fs, tensorflow as tf
@@ -274,5 +287,6 @@ def compile(split: SplitSpec) -> CompiledSplit:  # noqa: A001 - the public contr
             check=lambda element: numpy_dtype_problems(signature[0], element, "split(element)"),
             one_example=functools.partial(_one_example, plan),
         ),
-        loss=TracedFunction(loss_fn, traced_loss),
+        # predictions carrying a Keras mask run eagerly: a traced call would drop the mask
+        loss=TracedFunction(loss_fn, traced_loss, inline=_masked_predictions),
     )

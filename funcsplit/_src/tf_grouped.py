@@ -28,6 +28,7 @@ from funcsplit._src import registry
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.plan import Plan
 from funcsplit._src.routing import select_output
+from funcsplit._src.tf_losses import has_keras_mask
 from funcsplit._src.tf_reduction import checked_call
 from funcsplit._src.tf_reduction import per_example
 from funcsplit._src.tf_reduction import safe_targets
@@ -104,7 +105,10 @@ def reduce_group(
         return None
     if first.sample_weight is not None and "sample_weight" not in weights.get(first.name, {}):
         return None
-    heads = _same_dense([select_output(b, predictions) for b in group])
+    outputs = [select_output(b, predictions) for b in group]
+    if has_keras_mask(outputs):  # a Keras mask weighs each head's own values
+        return None
+    heads = _same_dense(outputs)
     labels = _same_dense([targets[n] for n in names])
     if heads is None or labels is None:
         return None

@@ -38,6 +38,19 @@ ELEMENTWISE_KERAS = (
 )
 
 
+def keras_mask(value: Any) -> tf.Tensor | None:
+    """The Keras mask a tensor carries (``Embedding(mask_zero=True)``, ``Masking``, a masked
+    RNN and the layers after them), or None. Structures carry none, as in Keras's losses."""
+    if not isinstance(value, (tf.Tensor, tf.Variable)):
+        return None
+    return getattr(value, "_keras_mask", None)
+
+
+def has_keras_mask(structure: Any) -> bool:
+    """Whether any tensor of a structure carries a Keras mask."""
+    return any(keras_mask(v) is not None for v in tf.nest.flatten(structure))
+
+
 def per_example_columns(y_pred: Any) -> Any:
     """A ``[B]`` prediction as ``[B, 1]``: one value per example for an elementwise loss
     (Keras's alignment then gives a ``[B]`` target the same shape)."""
@@ -93,7 +106,9 @@ def _sequence_crossentropy(y_true, y_pred, *, from_logits: bool, pad_id: int | N
     """Next-token cross-entropy: position t predicts token t + 1; padding ignored.
 
     Returns per-example means over the non-padding target tokens (0 for an example with none).
+    A Keras mask ``[B, T]`` on the predictions removes the masked positions too.
     """
+    mask = keras_mask(y_pred)
     tokens = tf.cast(y_true, tf.int32)
     y_pred = tf.convert_to_tensor(y_pred)
     next_tokens = tokens[:, 1:]
@@ -101,9 +116,13 @@ def _sequence_crossentropy(y_true, y_pred, *, from_logits: bool, pad_id: int | N
     per_token = keras.losses.sparse_categorical_crossentropy(
         next_tokens, logits, from_logits=from_logits
     )
-    if pad_id is None:
+    if pad_id is None and mask is None:
         return tf.reduce_mean(per_token, axis=-1)
-    keep = tf.cast(tf.not_equal(next_tokens, pad_id), per_token.dtype)
+    keep = tf.ones_like(per_token) if pad_id is None else tf.not_equal(next_tokens, pad_id)
+    keep = tf.cast(keep, per_token.dtype)
+    if mask is not None:
+        keep = keep * tf.cast(tf.reshape(mask, tf.shape(tokens))[:, :-1], per_token.dtype)
+    per_token = tf.where(keep > 0, per_token, tf.zeros([], per_token.dtype))
     return tf.math.divide_no_nan(
         tf.reduce_sum(per_token * keep, axis=-1), tf.reduce_sum(keep, axis=-1)
     )

@@ -18,6 +18,7 @@ from funcsplit._src import registry
 from funcsplit._src.errors import SpecError
 from funcsplit._src.plan import BoundLoss
 from funcsplit._src.tf_losses import call_loss
+from funcsplit._src.tf_losses import keras_mask
 from funcsplit._src.tf_losses import masked_batch_level
 from funcsplit._src.tf_replicas import global_sum
 from funcsplit._src.tf_replicas import replicas_in_sync
@@ -108,17 +109,64 @@ def checked_call(bound: BoundLoss, y_true: Any, y_pred: Any) -> Any:
         raise loss_errors.call_failure(bound, error, shapes) from error
 
 
-def per_example(bound: BoundLoss, values: tf.Tensor, y_pred: Any) -> tf.Tensor:
-    """Checks a loss's values are per example and reduces them to ``[B]`` float32 means."""
+def per_example(bound: BoundLoss, values: tf.Tensor, y_pred: Any, *, keep: Any = None) -> Any:
+    """Checks a loss's values are per example and reduces them to ``[B]`` float32 means.
+
+    With a Keras mask ``keep``, returns ``(values, weights)`` of `masked_per_example`.
+    """
     if values.shape.rank is None:
         raise loss_errors.unknown_rank(bound)
     batch = tf.TensorShape(getattr(tf.nest.flatten(y_pred)[0], "shape", None))[:1]
     if batch.rank and batch[0] is not None and values.shape[0] not in (None, batch[0]):
         raise loss_errors.batch_mismatch(bound, batch[0], values.shape)
+    if keep is not None:
+        return masked_per_example(bound, values, keep)
     values = tf.cast(values, _FLOAT)
     if values.shape.rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
     return values
+
+
+def prediction_mask(bound: BoundLoss, y_pred: Any, values: Any = None) -> tf.Tensor | None:
+    """The Keras mask that weighs a binding's values: the prediction's, and the values' own
+    (Keras's ``Loss.__call__`` takes both, joined by ``&``); None without either, or when
+    the loss applies the prediction's mask itself (``sequence_crossentropy``)."""
+    fn = bound.fn
+    reads = isinstance(fn, registry.BuiltinLoss) and fn.record.reads_mask
+    masks = [None if reads else keras_mask(y_pred), keras_mask(values)]
+    masks = [tf.cast(m, tf.bool) for m in masks if m is not None]
+    if not masks:
+        return None
+    return masks[0] if len(masks) == 1 else tf.logical_and(masks[0], masks[1])
+
+
+def masked_per_example(
+    bound: BoundLoss, values: tf.Tensor, keep: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """``[B]`` values and weights from ``[B, ...]`` values and a Keras mask over them.
+
+    With ``m`` the mask over example *i*'s ``n`` elements: its value is the mean over the
+    kept elements, ``Σ_t m_t·l_t / Σ_t m_t``, and its weight ``Σ_t m_t / n``; so
+    ``Σ_i w_i·l_i / Σ_i w_i`` is the mean over every kept (example, timestep) pair. A mask
+    of lower rank covers the trailing axes; masked values never reach a sum (NaN-safe).
+    """
+    values = tf.cast(values, _FLOAT)
+    rank = values.shape.rank
+    if keep.shape.rank is not None and keep.shape.rank == rank + 1 and keep.shape[-1] == 1:
+        keep = tf.squeeze(keep, -1)
+    if keep.shape.rank is None or keep.shape.rank > rank:
+        raise loss_errors.mask_reduced(bound, keep.shape, values.shape)
+    keep = tf.reshape(keep, tf.concat([tf.shape(keep), [1] * (rank - keep.shape.rank)], 0))
+    keep = tf.broadcast_to(keep, tf.shape(values))
+    kept = tf.cast(keep, _FLOAT)
+    values = tf.where(keep, values, _zero(_FLOAT))
+    if rank == 1:
+        return values, kept
+    axes = list(range(1, rank))
+    per_example_values = tf.math.divide_no_nan(
+        tf.reduce_sum(values, axis=axes), tf.reduce_sum(kept, axis=axes)
+    )
+    return per_example_values, tf.reduce_mean(kept, axis=axes)
 
 
 def reduce_binding(
@@ -140,18 +188,28 @@ def reduce_binding(
         y_true = safe_targets(y_true, mask)
     fn = bound.fn
     if isinstance(fn, registry.BuiltinLoss) and fn.batch_level:
+        if prediction_mask(bound, y_pred) is not None:
+            raise loss_errors.masked_batch_level(bound)
         return _batch_level(bound, y_true, y_pred, mask, builtin=fn)
-    values = tf.convert_to_tensor(checked_call(bound, y_true, y_pred))
+    raw = checked_call(bound, y_true, y_pred)
+    keep = prediction_mask(bound, y_pred, raw)
+    values = tf.convert_to_tensor(raw)
     if values.shape.rank == 0:
+        if keep is not None:
+            raise loss_errors.masked_batch_level(bound)
         return _batch_level(bound, y_true, y_pred, mask, builtin=None, full=values)
-    values = per_example(bound, values, y_pred)
+    values = per_example(bound, values, y_pred, keep=keep)
+    kept = None
+    if keep is not None:
+        values, kept = values
 
     def batch() -> tf.Tensor:  # values are [B]: one Size op, built only where needed
         return tf.size(values, out_type=tf.int32)
 
-    weight = None
+    weight = kept  # a Keras mask: each example weighs its kept share (see masked_per_example)
     if "sample_weight" in extra:
-        weight = tf.reshape(tf.cast(extra["sample_weight"], _FLOAT), [-1])
+        sample = tf.reshape(tf.cast(extra["sample_weight"], _FLOAT), [-1])
+        weight = sample if weight is None else weight * sample
     if bound.binding.class_weight:
         classes = _class_weights(bound, y_true)
         weight = classes if weight is None else weight * classes
@@ -179,7 +237,8 @@ def reduce_binding(
         numerator = tf.reduce_sum(weighted)
         denominator = tf.reduce_sum(weight)
     if bound.binding.reduction == "sum_over_batch_size":
-        denominator = tf.cast(batch(), _FLOAT)
+        # Keras: Σ w·l / B, or with a mask Σ w·m·l / Σ m (its apply_mask's total / valid)
+        denominator = tf.cast(batch(), _FLOAT) if kept is None else tf.reduce_sum(kept)
     value = tf.math.divide_no_nan(numerator, global_sum(denominator))
     return value, count
 

@@ -154,8 +154,8 @@ class RoutedModel(keras.Model):
     the model's regularization losses, as Keras does) and ``<binding>_loss`` for each binding
     (its unweighted value; over an epoch, batches are weighted by the examples routed to the
     binding, so batches with none routed do not pull it toward 0; under
-    ``reduction="sum_over_batch_size"`` by their size, as Keras weighs its per-output losses,
-    so the epoch value is Keras's ``Σ w·l / N`` whatever the batch size).
+    ``reduction="sum_over_batch_size"`` by their size, so the epoch value is ``Σ w·l / N``
+    whatever the batch size).
 
     Metrics: ``metrics={binding: [keras.metrics.Metric, ...]}`` here are computed on the
     examples routed to the binding (weighted by its sample weight) and logged as
@@ -332,8 +332,8 @@ class RoutedModel(keras.Model):
         for bound, tracker in zip(self.compiled_split.plan.losses, self.binding_loss_trackers):
             value = global_sum(result.per_loss[bound.name])
             if bound.binding.reduction == "sum_over_batch_size":
-                # Keras's Σ w·l / B: each batch weighs its size, as Keras's own loss trackers
-                # do, so the epoch value is Σ w·l / N whatever the batching.
+                # Keras's Σ w·l / B: each batch weighs its size (as Keras's loss tracker
+                # does), so the epoch value is Σ w·l / N whatever the batching.
                 target = tf.nest.flatten(y[bound.name], expand_composites=False)[0]
                 count = tf.shape(target)[0]
             else:
