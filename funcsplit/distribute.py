@@ -215,8 +215,10 @@ def reduce_result(strategy: tf.distribute.Strategy, result: Any) -> LossResult:
 
     Each replica's ``total`` and ``per_loss`` are its share of the global loss (the
     denominators are already global), so the global values are their **sum**, not their
-    mean; ``counts`` are summed too. Call it in a cross-replica context (outside
-    ``strategy.run``); with one replica it returns the values unchanged.
+    mean; ``counts`` are summed too. The task ``weights`` of a weighted step are the same on
+    every replica (computed from global values), so they come back as they are. Call it in a
+    cross-replica context (outside ``strategy.run``); with one replica it returns the values
+    unchanged.
 
     Args:
         strategy: the strategy that ran the step.
@@ -235,8 +237,14 @@ def reduce_result(strategy: tf.distribute.Strategy, result: Any) -> LossResult:
     def total(value: Any) -> Any:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
 
+    def same(value: Any) -> Any:
+        return strategy.experimental_local_results(value)[0]
+
     return LossResult(
         total=total(result.total),
         per_loss={name: total(v) for name, v in result.per_loss.items()},
         counts={name: total(v) for name, v in result.counts.items()},
+        weights=None
+        if result.weights is None
+        else {name: same(v) for name, v in result.weights.items()},
     )

@@ -8,6 +8,11 @@ state, a Gram one with state) whose formulas the NumPy reference repeats.
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
 from typing import Any
 from typing import NamedTuple
 
@@ -330,3 +335,193 @@ def test_shared_variables_must_be_trained_by_the_model():
     assert "trainable_variables" in message
     message = _error(weighting=unit_gradients(), shared=lambda m: [])
     assert "at least one shared variable" in message
+
+
+# --- RoutedModel --------------------------------------------------------------------------------
+
+
+def _dataset(batches=3, n=6):
+    parts = [_element(10 + i, n=n, has_b=[i % 2, 0, 1, 0, 0, i % 2]) for i in range(batches)]
+    parts[1] = {**parts[1], "has_b": tf.zeros([n], tf.bool)}  # b absent from one batch
+    whole = {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]}
+    return parts, tf.data.Dataset.from_tensor_slices(whole).batch(n)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["traced", "xla"])
+def test_routed_model_fit_equals_hand_written_steps(jit_compile):
+    compiled = _split()
+    parts, ds = _dataset()
+    reference = _model(5)
+    scale, alphas = 1.0, []
+    expected_loss = []
+    for element in parts:
+        losses, present, grads = _hand_task_gradients(reference, element)
+        alpha, scale = unit_gradients_reference(_gram(grads, reference), present, scale)
+        alphas.append((alpha, present))
+        expected_loss.append(losses.sum())
+        for variable, value in zip(
+            reference.trainable_variables, _expected_update(_weights(reference), grads, alpha)
+        ):
+            variable.assign(value)
+    routed = fs.keras.RoutedModel(_model(5), compiled, weighting=unit_gradients(), shared=_shared)
+    routed.compile(optimizer=keras.optimizers.SGD(LR), jit_compile=jit_compile)
+    history = routed.fit(compiled.apply(ds), epochs=1, verbose=0, shuffle=False).history
+    for got, want in zip(_weights(routed.model), _weights(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for t, name in enumerate(("a", "b")):
+        shown = [a[t] for a, p in alphas if p[t]]
+        np.testing.assert_allclose(history[f"{name}_weight"][0], np.mean(shown), rtol=1e-5)
+    np.testing.assert_allclose(history["loss"][0], np.mean(expected_loss), rtol=1e-5)
+    np.testing.assert_allclose(routed.non_trainable_variables[0].numpy(), scale)
+    logs = routed.evaluate(compiled.apply(ds), return_dict=True, verbose=0)
+    assert sorted(logs) == ["a_loss", "b_loss", "loss"]
+    assert len(routed.evaluate(compiled.apply(ds), verbose=0)) == 3
+
+
+def test_routed_model_history_shows_weights_beside_losses_and_val_has_none():
+    compiled = _split()
+    _, ds = _dataset()
+    routed = fs.keras.RoutedModel(_model(), compiled, weighting=inverse_previous())
+    routed.compile(optimizer=keras.optimizers.SGD(LR))
+    data = compiled.apply(ds)
+    history = routed.fit(data, validation_data=data, epochs=2, verbose=0).history
+    assert sorted(history) == [
+        "a_loss",
+        "a_weight",
+        "b_loss",
+        "b_weight",
+        "loss",
+        "val_a_loss",
+        "val_b_loss",
+        "val_loss",
+    ]
+    assert int(routed.non_trainable_variables[1].numpy()) == 6  # steps, in the method's state
+
+
+def test_routed_model_static_weighting_equals_no_weighting():
+    compiled = _split()
+    _, ds = _dataset()
+    fitted = []
+    for weighting in (None, fs.weighting.static()):
+        routed = fs.keras.RoutedModel(_model(7), compiled, weighting=weighting)
+        routed.compile(optimizer=keras.optimizers.SGD(LR))
+        history = routed.fit(compiled.apply(ds), epochs=2, verbose=0).history
+        fitted.append((_weights(routed.model), history))
+    for got, want in zip(fitted[1][0], fitted[0][0]):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fitted[1][1]["loss"], fitted[0][1]["loss"], rtol=1e-6)
+    assert fitted[1][1]["a_weight"] == [1.0, 1.0]
+
+
+def test_routed_model_weights_file_carries_the_state(tmp_path):
+    compiled = _split()
+    _, ds = _dataset()
+    routed = fs.keras.RoutedModel(_model(), compiled, weighting=fs.weighting.uncertainty())
+    routed.compile(optimizer=keras.optimizers.SGD(LR))
+    routed.fit(compiled.apply(ds), epochs=1, verbose=0)
+    state = routed.non_trainable_variables[0].numpy()
+    assert np.all(state != 0.0)  # the log-variances moved
+    path = str(tmp_path / "routed.weights.h5")
+    routed.save_weights(path)
+    fresh = fs.keras.RoutedModel(_model(), compiled, weighting=fs.weighting.uncertainty())
+    fresh(_element()["x"])  # built
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.non_trainable_variables[0].numpy(), state)
+
+
+def test_routed_model_checks_weighting_up_front():
+    compiled = _split()
+    with pytest.raises(fs.SpecError, match="needs_gram"):
+        fs.keras.RoutedModel(_model(), compiled, weighting=unit_gradients())
+    with pytest.raises(fs.SpecError, match="fs.weighting.Method"):
+        fs.keras.RoutedModel(_model(), compiled, weighting=[inverse_previous()])
+    other = keras.Variable(np.zeros((2,)), name="stray")
+    with pytest.raises(fs.SpecError, match="stray"):
+        fs.keras.RoutedModel(_model(), compiled, weighting=unit_gradients(), shared=[other])
+
+
+def test_train_step_static_weighting_equals_no_weighting():
+    compiled = _split()
+    results = []
+    for weighting in (None, fs.weighting.static(weights=[1.0, 1.0])):
+        model = _model(3)
+        step = fs.keras.train_step(
+            compiled, model, keras.optimizers.Adam(0.01), weighting=weighting
+        )
+        for seed in range(3):
+            result = step(_element(seed))
+        results.append((_weights(model), float(result.total)))
+    for got, want in zip(results[1][0], results[0][0]):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-6)
+
+
+# --- tf.distribute: 2 replicas == one device with the global batch -----------------------------
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory):
+    """The results of ``distribute_weighting.py`` (2 logical CPUs, in a subprocess)."""
+    here = pathlib.Path(__file__).parent
+    out = tmp_path_factory.mktemp("weighting") / "out.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    # the checkout's funcsplit first (the script's own folder is sys.path[0], not the cwd)
+    paths = [str(here), str(here.parent), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    done = subprocess.run(
+        [sys.executable, str(here / "distribute_weighting.py"), str(out)],
+        env=env,
+        cwd=here.parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["replicas"] == 2
+    assert not payload["errors"], "\n".join(payload["errors"].values())
+    return payload
+
+
+def _runs(payload, kind):
+    return {k.split("/")[1]: v for k, v in payload.items() if k.startswith(f"{kind}/")}
+
+
+def test_distributed_train_step_equals_one_device(distributed):
+    runs = _runs(distributed, "train_step")
+    assert {"unit_gradients", "static", "uncertainty"} <= set(runs)
+    for name, run in runs.items():
+        single, mirrored = run["single"], run["mirrored"]
+        for got, want in zip(mirrored["weights"], single["weights"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+        for got, want in zip(mirrored["alphas"], single["alphas"]):
+            assert sorted(got) == sorted(want)
+            np.testing.assert_allclose(
+                [got[k] for k in sorted(got)],
+                [want[k] for k in sorted(want)],
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=name,
+            )
+        np.testing.assert_allclose(mirrored["totals"], single["totals"], rtol=1e-5)
+        for got, want in zip(mirrored["state"], single["state"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    # the routing is uneven and the box tasks are absent from the second batch: alpha 0
+    alphas = runs["unit_gradients"]["single"]["alphas"]
+    assert alphas[0]["box"] > 0.0 and alphas[0]["label"] > 0.0
+    assert alphas[1]["box"] == 0.0 and alphas[1]["box_sum"] == 0.0 and alphas[1]["label"] > 0.0
+
+
+def test_distributed_routed_model_fit_equals_one_device(distributed):
+    runs = _runs(distributed, "routed_model")
+    assert set(runs) == {"unit_gradients", "uncertainty"}
+    for name, run in runs.items():
+        single, mirrored = run["single"], run["mirrored"]
+        for got, want in zip(mirrored["weights"], single["weights"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert sorted(mirrored["history"]) == sorted(single["history"])
+        for key, values in single["history"].items():
+            np.testing.assert_allclose(mirrored["history"][key], values, rtol=1e-5, err_msg=key)
+        assert "label_weight" in single["history"]
+        for got, want in zip(mirrored["state"], single["state"]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)

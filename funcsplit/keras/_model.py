@@ -20,6 +20,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from keras.src.losses import loss as keras_loss
 from keras.src.utils import tracking
 
 from funcsplit._src.errors import Problem
@@ -33,6 +34,7 @@ from funcsplit._src.tf_reduction import safe_targets
 from funcsplit._src.tf_replicas import global_sum
 from funcsplit._src.tf_replicas import replicas_in_sync
 from funcsplit.keras import _saving
+from funcsplit.keras import _weighted
 
 
 class _GlobalBatchMean(keras.metrics.Mean):
@@ -164,6 +166,14 @@ class RoutedModel(keras.Model):
     get each binding's route-and-sample weight. Routed-away targets are replaced by zeros
     before any metric sees them (a ``-1`` label cannot crash a metric).
 
+    Weighting: ``weighting=fs.weighting.<name>()`` weighs the bindings as tasks, as in
+    `train_step` (``shared``: the variables the tasks share, a list or
+    ``model -> variables``, needed when the method ``needs_gram``): the step follows
+    ``Σ_t alpha_t ∇L_t``. The method's state lives in non-trainable variables of the
+    `RoutedModel` (saved with its weights). The logs add ``<binding>_weight``, the epoch's
+    mean ``alpha`` over the steps where the binding was present; ``loss`` stays the plain
+    total, comparable across methods and with ``evaluate``, which shows no weights.
+
     Saving, checkpoints and serving: ``routed.save("m.keras")`` and
     ``keras.models.load_model("m.keras")`` round-trip the inner model, the split (as its
     ``funcsplit.split/1`` document: no code), the metrics, the compile state and the
@@ -185,6 +195,9 @@ class RoutedModel(keras.Model):
         model: any Keras model (functional, sequential or subclassed) whose outputs the
             bindings' ``output`` paths address.
         compiled: the `CompiledSplit` whose ``loss`` trains ``model``.
+        weighting: an ``fs.weighting.Method`` that weighs the bindings (tasks), or None.
+        shared: the shared variables for a method with ``needs_gram``: a list of variables
+            or ``model -> variables`` (called with ``model`` once it is built).
         metrics: optional ``{binding name: [keras.metrics.Metric, ...]}`` computed on each
             binding's routed examples.
         name: the Keras name of the wrapper.
@@ -192,10 +205,12 @@ class RoutedModel(keras.Model):
     Attributes:
         model: the wrapped model.
         compiled_split: the `CompiledSplit` (``keras.Model`` already owns ``compiled``).
+        weighting: the ``fs.weighting.Method``, or None.
 
     Raises:
-        SpecError: for a ``compiled`` that is not a `CompiledSplit` or metrics keyed by
-            unknown binding names.
+        SpecError: for a ``compiled`` that is not a `CompiledSplit`, metrics keyed by
+            unknown binding names, a ``weighting`` that is not a method, a Gram method
+            without ``shared``, or ``shared`` variables that ``model`` does not train.
 
     Examples:
         >>> import funcsplit as fs, keras, tensorflow as tf
@@ -215,6 +230,8 @@ class RoutedModel(keras.Model):
         model: keras.Model,
         compiled: CompiledSplit,
         *,
+        weighting: Any = None,
+        shared: Any = None,
         metrics: Mapping[str, Any] | None = None,
         name: str | None = None,
     ):
@@ -227,11 +244,48 @@ class RoutedModel(keras.Model):
                 "pass fs.compile(split)",
             )
         routed_metrics = _check_metrics(compiled, metrics)
+        methods = _weighted.check_methods("RoutedModel", weighting, ())
+        _weighted.check_shared_given("RoutedModel", methods, shared)
         super().__init__(name=name)
         self.model = model
         self.compiled_split = compiled
         self.binding_loss_trackers = [keras.metrics.Mean(name=f"{n}_loss") for n in compiled.names]
         self.routed_metrics = _RoutedMetrics(routed_metrics) if routed_metrics else None
+        self._set_weighting(weighting, shared)
+        if weighting is not None:
+            self.binding_weight_trackers = [
+                keras.metrics.Mean(name=f"{n}_weight") for n in compiled.names
+            ]
+            self._resolve_shared(only_built=True)
+
+    @tracking.no_automatic_dependency_tracking
+    def _set_weighting(self, weighting: Any, shared: Any) -> None:
+        self.weighting = weighting
+        self._shared = shared
+        self._task_weighting = None
+        if weighting is not None:
+            self._task_weighting = _weighted.TaskWeighting(
+                weighting, self.compiled_split.names, self._state_variable
+            )
+
+    def _state_variable(self, name: str, value: tf.Tensor) -> Any:
+        return self.add_weight(
+            shape=value.shape,
+            initializer=lambda shape, dtype: value,
+            dtype=value.dtype.name,
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
+            name=name,
+        )
+
+    def _resolve_shared(self, *, only_built: bool = False) -> None:
+        weighting = self._task_weighting
+        if weighting is None or weighting.shared or not weighting.method.needs_gram:
+            return
+        if only_built and not self.model.built:
+            return
+        weighting.shared = _weighted.resolve_shared("RoutedModel", self._shared, self.model, None)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         """Runs the wrapped model."""
@@ -284,7 +338,14 @@ class RoutedModel(keras.Model):
             SpecError: if ``x`` is the dataset before `apply`.
         """
         _check_not_raw(self.compiled_split, x, "evaluate")
-        return super().evaluate(x, *args, **kwargs)
+        if self._task_weighting is None or args:
+            return super().evaluate(x, *args, **kwargs)
+        # The task weights are training quantities: evaluation does not show them.
+        return_dict = kwargs.pop("return_dict", False)
+        logs = super().evaluate(x, return_dict=True, **kwargs)
+        weights = {t.name for t in self.binding_weight_trackers}
+        logs = {k: v for k, v in logs.items() if k not in weights}
+        return logs if return_dict else self._flatten_metrics_in_order(logs)
 
     def compile(self, optimizer: Any = "rmsprop", **kwargs: Any) -> None:
         """Keras's ``compile`` without ``loss`` / ``loss_weights`` (the split gives the loss).
@@ -323,6 +384,11 @@ class RoutedModel(keras.Model):
         differentiates and sums across replicas.
         """
         del x, training
+        return self._routed_loss(y, y_pred, sample_weight)[1]
+
+    def _routed_loss(self, y: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
+        """``(LossResult, total + regularization, regularization or None)``; updates the
+        ``<binding>_loss`` trackers."""
         _check_targets(self.compiled_split, y)
         # Inline in Keras's traced step: a nested tf.function's gradient makes XLA treat
         # every input as a compile-time constant (a recompile per batch under jit_compile).
@@ -340,11 +406,45 @@ class RoutedModel(keras.Model):
                 count = result.counts[bound.name]
             count = global_sum(tf.cast(count, tf.float32))
             tracker.update_state(value, sample_weight=count / replicas)
-        total = result.total
+        total, penalty = result.total, None
         if self.losses:
             extra = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in self.losses])
-            total = total + extra / replicas
-        return total
+            penalty = extra / replicas
+            total = total + penalty
+        return result, total, penalty
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """Keras's step; with ``weighting``, the step follows ``Σ_t alpha_t ∇L_t``.
+
+        The logged ``loss`` stays the plain total (``Σ_b weight_b · loss_b`` plus
+        regularization, comparable across methods and with ``evaluate``);
+        ``<binding>_weight`` is the epoch's mean ``alpha`` over the steps where the binding
+        was present.
+        """
+        weighting = self._task_weighting
+        if weighting is None:
+            return super().train_step(data)
+        self._resolve_shared()
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        weights = {b.name: b.weight for b in self.compiled_split.spec.losses}
+        with tf.GradientTape(persistent=weighting.method.needs_gram) as tape:
+            y_pred = self(x, training=True)
+            result, total, penalty = self._routed_loss(y, y_pred, sample_weight)
+            losses = weighting.task_losses(result, weights)
+        batch = tf.shape(next(v for v in tf.nest.flatten(x) if v is not None))[0]
+        self._loss_tracker.update_state(
+            keras_loss.unscale_loss_for_distribution(total), sample_weight=batch
+        )
+        variables = self.trainable_weights
+        gradients, alpha, present = _weighted.weighted_gradients(
+            tape, weighting, losses, result, variables, penalty
+        )
+        del tape
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        share = tf.cast(present, tf.float32) / replicas_in_sync()
+        for t, tracker in enumerate(self.binding_weight_trackers):
+            tracker.update_state(alpha[t], sample_weight=share[t])
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compute_metrics(
         self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None

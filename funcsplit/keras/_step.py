@@ -199,7 +199,7 @@ def _step_function(
         if weightings:
             gradients = {}
             for g, weighting in weightings.items():
-                gradients[g], alphas[g] = _weighted.weighted_gradients(
+                gradients[g], alphas[g], _ = _weighted.weighted_gradients(
                     tape, weighting, losses[g], result, variables[g], penalties[g]
                 )
             del tape

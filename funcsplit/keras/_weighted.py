@@ -251,7 +251,7 @@ def weighted_gradients(
     result: LossResult,
     variables: list[Any],
     extra: Any = None,
-) -> tuple[list[Any], tf.Tensor]:
+) -> tuple[list[Any], tf.Tensor, tf.Tensor]:
     """The gradients of ``Σ_t alpha_t L_t`` (+ ``extra``, e.g. regularization) and ``alpha``.
 
     Computes the global task losses and presence, the Gram matrix if the method needs it,
@@ -266,7 +266,8 @@ def weighted_gradients(
         extra: a scalar added to the objective unweighted, or None.
 
     Returns:
-        ``(gradients, alpha)``: one gradient per variable, this replica's share.
+        ``(gradients, alpha, present)``: one gradient per variable (this replica's share),
+        the task weights and the tasks' global presence.
     """
     method = weighting.method
     global_losses = global_sum(tf.stop_gradient(losses))
@@ -293,4 +294,4 @@ def weighted_gradients(
                 c if e is None else c + _dense(e, v) for c, e, v in zip(combined, penalty, shared)
             ]
         gradients.update((id(v), tf.cast(c, v.dtype)) for v, c in zip(shared, combined))
-    return [gradients[id(v)] for v in variables], alpha
+    return [gradients[id(v)] for v in variables], alpha, present
