@@ -378,6 +378,19 @@ def test_unknown_feature_paths_are_named_with_nearby_paths(mock):
     assert info.value.paths == ("imag", "image")
 
 
+def test_supervised_key_naming_a_nested_feature_is_named(mock):
+    """duke_ultrasound's supervised_keys name 'das/dB'; TFDS looks keys up at the top only."""
+    builder = tfds.builder("duke_ultrasound")
+    with pytest.raises(KeyError):  # TFDS itself cannot build the supervised tuples
+        tfds.load("duke_ultrasound", split="train", as_supervised=True)
+    with pytest.raises(fs.SpecError) as info:
+        fs.tfds.element_spec(builder, as_supervised=True)
+    assert info.value.paths == ("das/dB",)
+    assert "top-level features only" in str(info.value) and "das" in info.value.problems[0].nearby
+    with pytest.raises(fs.SpecError, match="do not remove a supervised feature"):
+        fs.tfds.element_spec(tfds.builder("mnist"), as_supervised=True, replace={"label": None})
+
+
 def test_source_errors(mock):
     celeb_a = tfds.builder("celeb_a")
     with pytest.raises(fs.SpecError, match="supervised_keys"):
