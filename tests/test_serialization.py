@@ -500,12 +500,35 @@ class TestKerasLosses:
             fs.SplitSpec.from_dict(document)
 
     def test_a_lambda_in_a_keras_config_is_not_loaded(self):
-        document = self.split(keras.losses.MeanSquaredError()).to_dict()
-        document["losses"][0]["fn"]["keras"]["config"]["fn"] = {
-            "module": "builtins",
-            "class_name": "__lambda__",
-            "config": {"code": "x"},
-            "registered_name": None,
-        }
-        with pytest.raises(fs.SpecError, match="keras.config"):
-            fs.SplitSpec.from_dict(document)
+        @keras.saving.register_keras_serializable("funcsplit_tests")
+        class WithFn(keras.losses.Loss):
+            def __init__(self, fn=None, **kwargs):
+                super().__init__(**kwargs)
+                self.fn = fn
+
+            def call(self, y_true, y_pred):
+                return keras.ops.mean(y_true - y_pred, axis=-1)
+
+            def get_config(self):
+                fn = keras.saving.serialize_keras_object(self.fn)
+                return {**super().get_config(), "fn": fn}
+
+            @classmethod
+            def from_config(cls, config):
+                fn = keras.saving.deserialize_keras_object(config.pop("fn"))
+                return cls(fn=fn, **config)
+
+        try:
+            document = self.split(WithFn()).to_dict()
+            hole = document["losses"][0]["fn"]
+            assert hole["keras"]["registered_name"] == "funcsplit_tests>WithFn"
+            # Keras's description of a lambda: its marshalled code, run on deserialization
+            hole["keras"]["config"]["fn"] = {
+                "class_name": "__lambda__",
+                "config": {"value": ["4wIAAAAAAAAAAAAAAAIAAAADAAAA8wwAAAA=", None, None]},
+            }
+            with pytest.raises(fs.SpecError, match=r"losses\[0\].fn.keras.config") as info:
+                fs.SplitSpec.from_dict(document)
+            assert "lambda" in str(info.value)
+        finally:
+            keras.saving.get_custom_objects().pop("funcsplit_tests>WithFn")
