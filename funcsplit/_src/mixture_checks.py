@@ -91,10 +91,11 @@ _CARDINALITY = {-1: "INFINITE (a repeat()?)", -2: "UNKNOWN (a filter() or a gene
 
 
 def _rates(
-    names: tuple, rates: Any, sizes: Mapping, temperature: Any, maximum: Any, problems: list
+    names: tuple, rates: Any, sizes: Mapping | None, temperature: Any, maximum: Any, problems: list
 ) -> tuple[tuple[float, ...], str]:
     if rates != PROPORTIONAL:
-        for option, value in (("temperature", temperature), ("maximum", maximum)):
+        options = (("temperature", temperature), ("maximum", maximum), ("sizes", sizes))
+        for option, value in options:
             if value is not None:
                 problems.append(
                     Problem(
@@ -114,6 +115,18 @@ def _rates(
             Problem("fs.mix rates", None, "{source: rate} or 'proportional'", repr(rates))
         )
         return (1.0,) * len(names), "equal"
+    sizes = sizes or {}
+    for key in sizes:
+        if key not in names:
+            problems.append(
+                Problem(
+                    "fs.mix sizes",
+                    None,
+                    f"sizes only for the sources {list(names)}",
+                    repr(key),
+                    nearby=close_matches(str(key), names),
+                )
+            )
     t = 1.0 if temperature is None else _number(temperature)
     cap = None if maximum is None else _number(maximum)
     if t is None or t <= 0:
@@ -366,11 +379,13 @@ def plan_mixture(
     elif per == "batch":
         items = _batch_items(items, names, problems)
     seed = structure.python_scalar(seed)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        problems.append(Problem("fs.mix", None, "seed: an int or None", repr(seed)))
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63
+    ):
+        problems.append(Problem("fs.mix", None, "seed: an int (int64) or None", repr(seed)))
     if not isinstance(stop_on_empty, bool):
         problems.append(Problem("fs.mix", None, "stop_on_empty: a bool", repr(stop_on_empty)))
-    rate_values, rule = _rates(names, rates, sizes or {}, temperature, maximum, problems)
+    rate_values, rule = _rates(names, rates, sizes, temperature, maximum, problems)
     if align is not None and not isinstance(align, Mapping):
         problems.append(Problem("fs.mix align", None, "{name: {source: path}}", repr(align)))
         align = None

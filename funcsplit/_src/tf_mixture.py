@@ -2,8 +2,9 @@
 
 Each source's dataset is mapped to the union structure of the plan (its own leaves under its
 name, the aligned leaves once, zeros of the declared shapes for the other sources' parts, and
-its index as the ``"source"`` leaf); ``tf.data.Dataset.sample_from_datasets`` then draws from
-the mapped sources with the plan's probabilities and seed. Every op is a plain `tf.data`
+its index as the ``"source"`` leaf); ``tf.data.Dataset.choose_from_datasets`` then draws from
+the mapped sources with the plan's probabilities, each draw a stateless sample of the seed and
+its index. Every op is a plain `tf.data`
 graph op, so the mixture runs under ``compiled.apply``, tf.data service and `tf.distribute`.
 """
 
@@ -258,8 +259,10 @@ def mix(
     `Mixture.bindings_from` and those zeros never reach a loss.
 
     Sampling draws each example (``per="example"``) or each batch (``per="batch"``) from
-    one source, with probability proportional to its rate, with ``tf.data``'s
-    ``sample_from_datasets``: deterministic for a seed (every pass repeats the same order).
+    one source, with probability proportional to its rate: draw ``i`` is a stateless sample
+    seeded by ``(seed, i)``, so a seed gives the same stream on every pass and in every
+    process, whatever ``tf.random.set_seed`` says (``seed=None``: tf.data's
+    ``sample_from_datasets``, different on every run).
     End of data: with ``stop_on_empty=False`` (the default) an exhausted source is left out
     and the mixture continues with the sources left (their rates renormalised) until all are
     exhausted; with ``True`` it ends when the first source it draws is exhausted.
@@ -335,10 +338,25 @@ def mix(
     mapped = [ds.map(_to_mixture(plan, i, specs)) for i, ds in enumerate(datasets)]
     if len(mapped) == 1:
         return Mixture(plan, mapped[0])
-    dataset = tf.data.Dataset.sample_from_datasets(
-        mapped,
-        weights=list(plan.probabilities),
-        seed=plan.seed,
-        stop_on_empty_dataset=plan.stop_on_empty,
-    )
+    if plan.seed is None:
+        dataset = tf.data.Dataset.sample_from_datasets(
+            mapped, weights=list(plan.probabilities), stop_on_empty_dataset=plan.stop_on_empty
+        )
+    else:
+        dataset = tf.data.Dataset.choose_from_datasets(
+            mapped, _choices(plan), stop_on_empty_dataset=plan.stop_on_empty
+        )
     return Mixture(plan, dataset)
+
+
+def _choices(plan: MixturePlan) -> tf.data.Dataset:
+    """The source of each draw: draw ``i`` is a stateless categorical sample seeded by
+    ``(seed, i)``, so the stream depends on the seed alone (not on ``tf.random.set_seed``)."""
+    logits = tf.math.log(tf.constant([plan.probabilities], tf.float32))
+    seed = tf.constant(plan.seed, tf.int64)
+
+    def choose(i: tf.Tensor) -> tf.Tensor:
+        draw = tf.random.stateless_categorical(logits, 1, seed=tf.stack([seed, i]))
+        return tf.reshape(draw, [])
+
+    return tf.data.Dataset.counter().map(choose)
