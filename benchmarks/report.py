@@ -154,6 +154,7 @@ CASE_TITLES = {
     "scale": "4. Scale: compile, trace and step time against bindings",
     "retracing": "5. Retracing over batches of varying sizes",
     "weighting": "6. Weighting methods: step time over static at T = 2, 4, 8 tasks",
+    "mixture": "7. Mixtures: several datasets in one stream, against padding by hand",
 }
 PLOTS = {
     "pipeline": "pipeline.png",

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CASES = {"pipeline", "training", "routing", "scale", "retracing", "weighting"}
+CASES = {"pipeline", "training", "routing", "scale", "retracing", "weighting", "mixture"}
 ROW_KEYS = {
     "case",
     "variant",

@@ -4,6 +4,7 @@
 ``"full"``. Each case module holds its hand-written baselines next to the funcsplit variants.
 """
 
+from benchmarks.cases import mixture
 from benchmarks.cases import pipeline
 from benchmarks.cases import retracing
 from benchmarks.cases import routing
@@ -18,4 +19,5 @@ CASES = {
     "scale": scale.run,
     "retracing": retracing.run,
     "weighting": weighting.run,
+    "mixture": mixture.run,
 }
