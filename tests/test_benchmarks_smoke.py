@@ -94,3 +94,24 @@ def test_readme_quotes_the_committed_results():
     assert quoted.strip() == report.readme_table(results).strip(), (
         "run: python benchmarks/run.py --readme benchmarks/results/results.json"
     )
+
+
+def test_the_weighting_toy_runs_and_writes_its_files(tmp_path):
+    """``benchmarks/weighting_toy.py`` for a few steps: trajectories, table, plot, JSON."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    script = str(ROOT / "benchmarks" / "weighting_toy.py")
+    command = [sys.executable, script, "--steps", "40", "--every", "10", "--out", str(tmp_path)]
+    command += ["--method", "static", "--method", "mgda"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    summary = json.loads((tmp_path / "weighting_toy.json").read_text())
+    assert summary["steps"] == 40 and set(summary["methods"]) == {"static", "mgda"}
+    for result in summary["methods"].values():
+        assert len(result["runs"]) == 5
+        for run in result["runs"]:
+            assert len(run["points"]) == 4 and run["points"][0] == run["start"]
+            assert run["end_x"] != run["start"]  # it moved
+            assert run["distance_to_front"] >= 0
+    table = (tmp_path / "weighting_toy.md").read_text()
+    assert "| static |" in table and "| mgda |" in table
+    assert (tmp_path / "weighting_toy.png").stat().st_size > 1000

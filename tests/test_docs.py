@@ -36,6 +36,7 @@ PUBLIC_MODULES = (
     "funcsplit.tfds",
     "funcsplit.distribute",
     "funcsplit.jax",
+    "funcsplit.jax.weighting",
     "funcsplit.testing",
     "funcsplit.testing.strategies",
     "funcsplit.weighting",

@@ -47,6 +47,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on the enviro
     ) from error
 
 from funcsplit._src.result import LossResult
+from funcsplit.jax import weighting
 from funcsplit.jax._compile import CompiledSplit
 from funcsplit.jax._compile import compile  # noqa: A004 - the contract's name
 from funcsplit.jax._compile import group_optimizer
@@ -58,4 +59,5 @@ __all__ = [
     "compile",
     "group_optimizer",
     "registry_loss",
+    "weighting",
 ]

@@ -68,6 +68,7 @@ class Ops(NamedTuple):
     eye: Callable  # (n)
     where: Callable
     exp: Callable
+    cos: Callable
     log: Callable
     sqrt: Callable
     abs: Callable
@@ -81,9 +82,9 @@ class Ops(NamedTuple):
     argsort: Callable  # (x) ascending, along the last axis
     argmin: Callable  # (x) over a vector, int32
     one_hot: Callable  # (index, n) float32
-    gather: Callable  # (x, indices) along axis 0
-    matvec: Callable  # (A, x) -> A @ x
-    solve: Callable  # (A, b) for a vector b
+    reshape: Callable  # (x, shape)
+    matvec: Callable  # (A [..., n, n], x [..., n]) -> A @ x
+    solve: Callable  # (A [..., n, n], b [..., n]) -> x [..., n]
     cast: Callable  # (x, dtype)
     stop_gradient: Callable
     fori_loop: Callable  # (n, body, init) -> carry
