@@ -3,7 +3,7 @@
 Each value is checked against a plain NumPy reference written here by hand:
 ``per_loss = Σ w·l / Σ w`` over the routed examples (``Σ w·l / B`` for
 ``sum_over_batch_size``), ``total = Σ weight·per_loss``, for mse, mae, huber, a user
-callable, and sparse cross-entropy.
+callable, and sparse cross-entropy; with rank-1 predictions and Keras masks too.
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def kind_of(fn: Any) -> str:
     return {"mse": "mse", "mae": "mae", "huber": "huber:1.0"}[name]
 
 
-def per_example(kind: str, true: Any, pred: Any) -> np.ndarray:
-    """The per-example loss, by hand, in float64."""
+def per_example(kind: str, true: Any, pred: Any, *, elements: bool = False) -> np.ndarray:
+    """The per-example loss, by hand, in float64 (with ``elements``: the loss's values before
+    the mean over non-batch axes, of shape ``pred.shape[:-1]``, ``[B]`` for a ``[B]`` pred)."""
     if kind == "leafwise":
         parts = []
         for t, p in zip(flatten(true), flatten(pred)):
@@ -72,6 +73,8 @@ def per_example(kind: str, true: Any, pred: Any) -> np.ndarray:
         return np.mean(parts, axis=0) if parts else np.zeros(len(np.asarray(flatten(pred)[0])))
     t = np.asarray(true).astype(np.float32).astype(np.float64)
     p = np.asarray(pred, np.float64)
+    if p.ndim == 1:  # a rank-1 head: one value per example, as [B, 1]
+        p = p[:, None]
     if t.ndim == 1 and p.ndim == 2:
         t = t[:, None]
     error = p - t
@@ -84,7 +87,28 @@ def per_example(kind: str, true: Any, pred: Any) -> np.ndarray:
         values = np.where(
             np.abs(error) <= delta, 0.5 * error**2, delta * np.abs(error) - 0.5 * delta**2
         )
+    if elements:
+        return values.mean(axis=-1)
     return values.reshape(len(t), -1).mean(axis=1)
+
+
+def keras_mask(pred: Any) -> np.ndarray | None:
+    mask = getattr(pred, "_keras_mask", None)
+    return None if mask is None else np.asarray(mask, bool)
+
+
+def masked_values(kind: str, true: Any, pred: Any, mask: np.ndarray) -> tuple:
+    """Per-example values and weights under a Keras mask, by hand: example i's value is the
+    mean of its kept values, its weight the kept share (docs/concepts.md, Keras masks)."""
+    values = per_example(kind, true, pred, elements=True)
+    keep = np.broadcast_to(
+        mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim)), values.shape
+    )
+    flat_keep = keep.reshape(len(values), -1).astype(np.float64)
+    flat = np.where(flat_keep > 0, values.reshape(len(values), -1), 0.0)
+    kept = flat_keep.sum(axis=1)
+    means = np.divide(flat.sum(axis=1), kept, out=np.zeros_like(kept), where=kept > 0)
+    return means, flat_keep.mean(axis=1)
 
 
 def route_mask(route: fs.Route | None, leaf: Any, batch: int) -> np.ndarray:
@@ -118,10 +142,17 @@ def reference(split: fs.SplitSpec, element: Any, predictions: Any) -> dict:
         if b.sample_weight is not None:
             sample = np.asarray(get(element, tuple(b.sample_weight))).reshape(-1)
             weights = weights * sample.astype(np.float32).astype(np.float64)
+        keep = keras_mask(pred)
+        if keep is None:
+            values = per_example(kind_of(b.fn), true, pred)
+            share = np.ones(batch)
+        else:
+            values, share = masked_values(kind_of(b.fn), true, pred, keep)
+            weights = weights * share
         routed = mask.nonzero()[0]
-        values = per_example(kind_of(b.fn), true, pred)[routed]
+        values = values[routed]
         numerator = float(np.sum(weights[routed] * values))
-        denominator = batch if b.reduction == "sum_over_batch_size" else weights.sum()
+        denominator = share.sum() if b.reduction == "sum_over_batch_size" else weights.sum()
         per_loss[b.name] = numerator / denominator if denominator else 0.0
         counts[b.name] = int(mask.sum())
     total = sum(b.weight * per_loss[b.name] for b in split.losses)
@@ -145,7 +176,7 @@ def assert_matches(result: fs.LossResult, expected: dict, rtol: float = 1e-4) ->
 
 
 @st.composite
-def loss_cases(draw, dtypes=NUMERIC, kinds=("dense", "ragged"), max_rank=2):
+def loss_cases(draw, dtypes=NUMERIC, kinds=("dense", "ragged"), max_rank=2, masked=False):
     """A split with at least one binding, a batch, and predictions for it."""
     spec = draw(
         fst.structures(
@@ -154,7 +185,7 @@ def loss_cases(draw, dtypes=NUMERIC, kinds=("dense", "ragged"), max_rank=2):
     )
     split = draw(fst.split_specs(spec, min_bindings=1))
     element = draw(fst.elements(split, batch_size=st.integers(1, 4), max_magnitude=MAGNITUDE))
-    return split, element, draw(fst.predictions(split, element))
+    return split, element, draw(fst.predictions(split, element, masked=masked))
 
 
 def numeric_dense_targets(split: fs.SplitSpec) -> bool:
@@ -173,6 +204,19 @@ def numeric_dense_targets(split: fs.SplitSpec) -> bool:
 @given(loss_cases(dtypes=(*NUMERIC, tf.string)))
 def test_each_loss_is_the_weighted_mean_over_its_routed_examples(case):
     """per_loss = Σ w·l / Σ w over routed examples; total = Σ weight·per_loss; counts."""
+    split, element, predictions = case
+    compiled = fs.compile(split)
+    _, targets, weights = compiled.split.python_function(element)
+    assert_matches(
+        compiled.loss(targets, predictions, weights), reference(split, element, predictions)
+    )
+
+
+@given(loss_cases(dtypes=NUMERIC, kinds=("dense",), max_rank=3, masked=True))
+def test_masked_and_rank1_predictions_equal_the_reference(case):
+    """Issue 13 items 1 and 2: rank-1 ``[B]`` predictions are one value per example, and a
+    Keras mask on a prediction weighs its values (Σ w·m·l / Σ w·m, or / Σ m for
+    sum_over_batch_size), by the NumPy reference."""
     split, element, predictions = case
     compiled = fs.compile(split)
     _, targets, weights = compiled.split.python_function(element)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
+from keras.src import backend as keras_backend
 
 import funcsplit as fs
 from funcsplit.testing import _checks
@@ -319,20 +320,29 @@ def _output_keys(binding: fs.LossBinding) -> tuple:
 
 
 def predictions(
-    split: fs.SplitSpec, element: Any, *, max_magnitude: float = 1e3
+    split: fs.SplitSpec, element: Any, *, max_magnitude: float = 1e3, masked: bool = False
 ) -> st.SearchStrategy[Any]:
     """Model predictions that fit ``split``'s bindings for one concrete ``element``.
 
     Each binding's output path (with its group first, if any) becomes nested dict keys; the
-    whole predictions when the path is empty. The prediction has the target's shape (a
-    ``[B]`` target gets ``[B, 1]``, as Keras's losses align them), float32 values within
-    ``max_magnitude``. Supported losses: ``"mse"``, ``"mae"``, ``"huber"`` (names,
-    `fs.losses` values or Keras ``Loss`` objects) and `leafwise_squared_error`.
+    whole predictions when the path is empty. The prediction has the target's shape, float32
+    values within ``max_magnitude``; a ``[B]`` target of ``"mse"``, ``"mae"``, ``"huber"``
+    gets a ``[B, 1]`` prediction (as Keras's losses align them) or a rank-1 ``[B]`` one (a
+    squeezed ``Dense(1)``: one value per example). Supported losses: ``"mse"``, ``"mae"``,
+    ``"huber"`` (names, `fs.losses` values or Keras ``Loss`` objects) and
+    `leafwise_squared_error`.
+
+    With ``masked=True``, the predictions of those registry losses carry a Keras mask at
+    times (as ``Embedding(mask_zero=True)`` or ``Masking`` leave on a model's output): a
+    random bool mask over the loss's values, of shape ``prediction.shape[:-1]`` (``[B]`` for
+    a ``[B]`` prediction). Pass them to ``compiled.loss`` eagerly or inside your own trace
+    (a mask lives on the tensor object).
 
     Args:
         split: the split spec whose bindings need predictions.
         element: a batch that fits ``split.element`` (e.g. drawn from `elements`).
         max_magnitude: a bound on the absolute value of predictions.
+        masked: whether predictions may carry Keras masks.
 
     Returns:
         A strategy of predictions for ``compiled.loss(targets, predictions, weights)``.
@@ -353,7 +363,7 @@ def predictions(
         >>> @settings(max_examples=5, database=None)
         ... @given(fst.predictions(split, element))
         ... def test(predictions):
-        ...     assert predictions["y"].shape == (2, 1)
+        ...     assert predictions["y"].shape in ((2, 1), (2,))
         >>> test()
     """
     if not isinstance(split, fs.SplitSpec):
@@ -376,22 +386,35 @@ def predictions(
         seen[keys] = binding.name
         target = get(element, tuple(split.element.resolve(binding.target)))
         plan.append((keys, kind, target))
-    return _predictions(tuple(plan), bound)
+    if not isinstance(masked, bool):
+        raise InvalidArgument(f"masked must be a bool, got {masked!r}")
+    return _predictions(tuple(plan), bound, masked)
 
 
-def _prediction_shape(target: Any, kind: str) -> list[int] | None:
+def _prediction_shape(target: Any, kind: str, rank1: bool) -> list[int] | None:
     if isinstance(target, (tf.RaggedTensor, tf.SparseTensor)) or target.dtype == tf.string:
         return None
     shape = target.shape.as_list()
-    return [*shape, 1] if len(shape) == 1 and kind != "leafwise" else shape
+    return [*shape, 1] if len(shape) == 1 and kind != "leafwise" and not rank1 else shape
+
+
+def _with_mask(draw: Any, prediction: tf.Tensor) -> tf.Tensor:
+    """The prediction carrying a random Keras mask over its loss values (a new tensor)."""
+    shape = prediction.shape.as_list()
+    mask_shape = shape[:-1] if len(shape) > 1 else shape
+    mask = draw(hnp.arrays(np.bool_, mask_shape))
+    masked = tf.identity(prediction)
+    keras_backend.set_keras_mask(masked, tf.constant(mask))
+    return masked
 
 
 @st.composite
-def _predictions(draw: Any, plan: tuple, bound: float) -> Any:
+def _predictions(draw: Any, plan: tuple, bound: float, masked: bool) -> Any:
     values = st.floats(-bound, bound, width=32, allow_nan=False, allow_infinity=False)
 
     def one(kind: str, target: Any) -> Any:
-        shape = _prediction_shape(target, kind)
+        rank1 = kind != "leafwise" and draw(st.booleans())
+        shape = _prediction_shape(target, kind, rank1)
         if shape is None:
             if kind != "leafwise":
                 raise InvalidArgument(f"predictions(): {kind} needs a numeric dense target")
@@ -403,7 +426,10 @@ def _predictions(draw: Any, plan: tuple, bound: float) -> Any:
                 else tf.shape(target)[0]
             )
             return tf.zeros([int(batch)], tf.float32)
-        return _tensor(draw, tf.float32, shape, values)
+        prediction = _tensor(draw, tf.float32, shape, values)
+        if masked and kind != "leafwise" and draw(st.booleans()):
+            return _with_mask(draw, prediction)
+        return prediction
 
     out: Any = None
     for keys, kind, target in plan:
