@@ -10,6 +10,8 @@ Each case writes its final state (weights, then optimizer and weighting variable
   (``fit``) or ``routed.save`` (``fit-xla``, ``jit_compile=True``) and loaded with
   ``keras.models.load_model``; its split has a user callable, filled from
   ``custom_objects``. The data are not shuffled: Keras starts each epoch's iterator anew.
+  ``fit-weighted`` adds the uncertainty weighting (its state: the RoutedModel's variables;
+  the method itself is passed to ``load_model`` as ``custom_objects["weighting"]``).
 - ``step``, ``step-xla``, ``step-weighted``: `fs.keras.train_step` with Adam, saved by
   ``tf.train.Checkpoint(model=…, optimizer=…, step=…, data=iterator)``: the iterator of a
   seeded, shuffled, repeated dataset is in the checkpoint, so the resumed job continues the
@@ -33,7 +35,7 @@ import funcsplit.keras  # registers RoutedModel with Keras for load_model
 
 EPOCHS = 4
 STEPS_PER_EPOCH = 4  # 16 examples in batches of 4: one batch shape, for XLA
-CASES = ("fit", "fit-xla", "step", "step-xla", "step-weighted")
+CASES = ("fit", "fit-xla", "fit-weighted", "step", "step-xla", "step-weighted")
 
 
 def half_mae(y_true, y_pred):
@@ -90,33 +92,47 @@ def state(net: keras.Model, optimizer: keras.optimizers.Optimizer, extra=()) -> 
 # --- RoutedModel.fit ---------------------------------------------------------------------
 
 
+def weighting():
+    """The weighting of ``fit-weighted``: its state lives in the RoutedModel's variables."""
+    return fs.weighting.uncertainty(learning_rate=0.1)
+
+
+def fit_state(routed: fs.keras.RoutedModel) -> list:
+    """Inner weights, optimizer variables, then the wrapper's own (the weighting state)."""
+    inner = {id(v) for v in routed.model.weights}
+    own = [v for v in routed.non_trainable_weights if id(v) not in inner]
+    return state(routed.model, routed.optimizer, own)
+
+
 def fit_first(case: str, out: str) -> None:
     ds = dataset()
     compiled = fs.compile(split(ds))
     batches = compiled.apply(ds.batch(4))
     path = os.path.join(out, f"{case}.keras")
     for epochs, tag in ((EPOCHS, "straight"), (EPOCHS // 2, "first")):
-        routed = fs.keras.RoutedModel(model(), compiled)
+        method = weighting() if case == "fit-weighted" else None
+        routed = fs.keras.RoutedModel(model(), compiled, weighting=method)
         routed.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=case == "fit-xla")
         callbacks = [keras.callbacks.ModelCheckpoint(path)] if case == "fit" else []
         routed.fit(batches, epochs=epochs, verbose=0, callbacks=callbacks)
         if tag == "straight":
-            np.savez(
-                os.path.join(out, f"{case}-straight.npz"), *state(routed.model, routed.optimizer)
-            )
+            np.savez(os.path.join(out, f"{case}-straight.npz"), *fit_state(routed))
         elif case != "fit":
             routed.save(path)
 
 
 def fit_second(case: str, out: str) -> None:
+    custom_objects = {"half_mae": half_mae}
+    if case == "fit-weighted":
+        custom_objects["weighting"] = weighting()  # a method is code: the caller passes it
     routed = keras.models.load_model(
-        os.path.join(out, f"{case}.keras"), custom_objects={"half_mae": half_mae}
+        os.path.join(out, f"{case}.keras"), custom_objects=custom_objects
     )
     assert routed.jit_compile is (case == "fit-xla"), routed.jit_compile
     assert int(routed.optimizer.iterations) == STEPS_PER_EPOCH * EPOCHS // 2
     batches = routed.compiled_split.apply(dataset().batch(4))
     routed.fit(batches, initial_epoch=EPOCHS // 2, epochs=EPOCHS, verbose=0)
-    np.savez(os.path.join(out, f"{case}-resumed.npz"), *state(routed.model, routed.optimizer))
+    np.savez(os.path.join(out, f"{case}-resumed.npz"), *fit_state(routed))
 
 
 # --- fs.keras.train_step with tf.train.Checkpoint -----------------------------------------

@@ -295,7 +295,7 @@ def test_a_hostile_split_document_in_the_archive_is_a_spec_error(tmp_path):
 
 # --- resume in a fresh process -----------------------------------------------------------
 
-RESUME_CASES = ("fit", "fit-xla", "step", "step-xla", "step-weighted")
+RESUME_CASES = ("fit", "fit-xla", "fit-weighted", "step", "step-xla", "step-weighted")
 
 
 @pytest.fixture(scope="module")
