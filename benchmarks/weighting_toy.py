@@ -147,7 +147,7 @@ def run(methods, steps: int, every: int, scale: float = SCALE) -> dict:
                     "distance_to_front": distance,
                     "reached_front": distance < REACHED,
                     "final_alpha": [float(v) for v in np.asarray(alphas)[-1]],
-                    "points": np.asarray(points).round(4).tolist(),
+                    "points": np.asarray(points).round(3).tolist(),
                 }
             )
         results[name] = {"seconds": time.perf_counter() - began, "runs": rows}
@@ -206,14 +206,14 @@ def plot(results: dict, path: pathlib.Path, scale: float = SCALE) -> None:
     for ax in list(axes.flat)[len(results) :]:
         ax.axis("off")
     fig.suptitle("CAGrad toy: trajectories over the mean loss, Pareto set in grey", fontsize=11)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    fig.savefig(path, dpi=64, bbox_inches="tight")
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=50_000)
-    parser.add_argument("--every", type=int, default=100, help="record every N steps")
+    parser.add_argument("--every", type=int, default=500, help="record every N steps")
     parser.add_argument("--method", action="append", choices=sorted(METHODS))
     parser.add_argument("--scale", type=float, default=SCALE, help="of the first loss (CAGrad: 1)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "out")
