@@ -474,7 +474,7 @@ def distributed(tmp_path_factory):
         cwd=here.parent,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # every method, one device and two replicas: minutes on a loaded CPU
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     payload = json.loads(out.read_text())
