@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from funcsplit import cli
 from funcsplit.demo import digits
 from funcsplit.demo import main
 from funcsplit.demo import task
+from funcsplit.demo import weightings
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,16 @@ def test_delta_m_follows_libmtl():
     new = {"label": 0.84, "coarse": 0.9, "mask": 0.45, "name": 0.66}
     expected = 100 * np.mean([0.05, 0.0, -0.1, 0.1])
     assert weightings.delta_m(base, new) == pytest.approx(expected, abs=1e-9)
+
+
+def test_weighting_page_quotes_the_committed_comparison():
+    """docs/howto/weighting.md shows the table of benchmarks/results/weightings/."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    committed = (root / "benchmarks/results/weightings/weightings.md").read_text()
+    page = (root / "docs/howto/weighting.md").read_text()
+    start = page.index("<!-- weightings-table:start -->")
+    quoted = page[start : page.index("<!-- weightings-table:end -->")]
+    table = committed[committed.index("| method") :].strip()
+    assert table in quoted
+    records = json.loads((root / "benchmarks/results/weightings/weightings.json").read_text())
+    assert [r["method"] for r in records["records"]] == list(weightings.METHODS)
