@@ -282,9 +282,11 @@ def mgda() -> Method:
 
     ``alpha = argmin_{α ∈ Δ} ‖Σ_t α_t g_t‖² = argmin αᵀKα`` over the simplex (the weights sum
     to 1; the direction is the min-norm element of the gradients' convex hull). Solved in the
-    graph: 256 steps of accelerated projected gradient (FISTA) on ``K`` scaled by its largest
-    diagonal entry, then one exact solve on the support found (exact once the support is).
-    With routing the simplex spans the present tasks.
+    graph, exactly for up to 8 tasks: on each face ``S`` of the simplex the minimiser is
+    ``K_S⁻¹1 / 1ᵀK_S⁻¹1`` (one batched, equilibrated solve for all ``2^T - 1`` faces) and the
+    best feasible face wins. Above 8 tasks: 256 steps of accelerated projected gradient
+    (FISTA), then one exact solve on the support found. With routing the simplex spans the
+    present tasks.
 
     Returns:
         A `Method` named ``"mgda"`` that needs the Gram matrix; no state.
@@ -306,10 +308,12 @@ def cagrad(*, c: float = 0.4) -> Method:
     ``w* = argmin_{w ∈ Δ} g_wᵀg_0 + c ‖g_0‖ ‖g_w‖``; the direction is
     ``(g_0 + c ‖g_0‖ / ‖g_w*‖ · g_w*) / (1 + c²)`` (the official code's default rescaling),
     so ``alpha = (1/T + λ w*) / (1 + c²)`` with ``λ = c ‖g_0‖ / ‖g_w*‖``. ``c = 0`` is the
-    plain mean. Solved in the graph: 256 majorise-minimise steps (a projected gradient step
-    on ``λ‖g_w‖²/2 + r²/(2λ)``, the quadratic bound of ``r‖g_w‖`` tight at the current
-    ``λ``), on ``K`` scaled by its largest diagonal entry. With routing ``T`` and the simplex
-    span the present tasks.
+    plain mean. Solved in the graph, exactly for up to 8 tasks: on each face of the simplex
+    the stationarity conditions have a closed form (two batched solves for all faces) and the
+    best feasible face wins. Above 8 tasks: 256 majorise-minimise steps (a projected gradient
+    step on ``λ‖g_w‖²/2 + r²/(2λ)``, the quadratic bound of ``r‖g_w‖`` tight at the current
+    ``λ``). The official toy script adds ``1e-4`` inside both norms; this is the formula
+    without it. With routing ``T`` and the simplex span the present tasks.
 
     Args:
         c: the radius of the ball around ``g_0``, relative to ``‖g_0‖`` (0.4 in the paper's

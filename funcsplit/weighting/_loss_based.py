@@ -22,23 +22,21 @@ from funcsplit.weighting._method import present_mask
 from funcsplit.weighting._method import uniform
 
 
-def _static_weights(weights: Any) -> tuple[float, ...] | None:
-    if weights is None:
-        return None
+def _numbers(name: str, option: str, values: Any) -> tuple[float, ...]:
     try:
-        values = tuple(float(w) for w in weights)
+        numbers = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        values = ()
-    if not values or any(not (v == v and abs(v) != float("inf")) for v in values):
+        numbers = ()
+    if not numbers or any(not (v == v and abs(v) != float("inf")) for v in numbers):
         raise SpecError(
-            f"fs.weighting.static(): weights expected a non-empty sequence of finite numbers, "
-            f"one per task, found {weights!r}; fix: pass weights=[w_1, ..., w_T] or None (all 1)"
+            f"fs.weighting.{name}(): {option} expected a non-empty sequence of finite numbers, "
+            f"one per task, found {values!r}; fix: pass {option}=[v_1, ..., v_T] or None"
         )
-    return values
+    return numbers
 
 
 def static(ops: Ops, *, weights: Any = None) -> Method:
-    values = _static_weights(weights)
+    values = None if weights is None else _numbers("static", "weights", weights)
 
     def init(num_tasks):
         num_tasks = check_num_tasks("static", num_tasks)
@@ -144,7 +142,7 @@ def famo(
 ) -> Method:
     gamma = check_option("famo", "gamma", gamma, low=0)
     learning_rate = check_option("famo", "learning_rate", learning_rate, low=0, strict=True)
-    bounds = None if min_losses is None else tuple(float(v) for v in min_losses)
+    bounds = None if min_losses is None else _numbers("famo", "min_losses", min_losses)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
     def init(num_tasks):
