@@ -3,8 +3,8 @@
 Each source's dataset is mapped to the union structure of the plan (its own leaves under its
 name, the aligned leaves once, zeros of the declared shapes for the other sources' parts, and
 its index as the ``"source"`` leaf); ``tf.data.Dataset.choose_from_datasets`` then draws from
-the mapped sources with the plan's probabilities, each draw a stateless sample of the seed and
-its index. Every op is a plain `tf.data`
+the mapped sources with the plan's probabilities, the draws stateless samples of the seed
+and their position. Every op is a plain `tf.data`
 graph op, so the mixture runs under ``compiled.apply``, tf.data service and `tf.distribute`.
 """
 
@@ -29,6 +29,8 @@ from funcsplit._src.mixture import PROPORTIONAL
 from funcsplit._src.mixture import MixturePlan
 from funcsplit._src.mixture_checks import plan_mixture
 from funcsplit._src.spec import ElementSpec
+
+_BLOCK = 1024  # draws per stateless sample of the source choices
 
 
 @attrs.frozen(eq=False)
@@ -259,9 +261,9 @@ def mix(
     `Mixture.bindings_from` and those zeros never reach a loss.
 
     Sampling draws each example (``per="example"``) or each batch (``per="batch"``) from
-    one source, with probability proportional to its rate: draw ``i`` is a stateless sample
-    seeded by ``(seed, i)``, so a seed gives the same stream on every pass and in every
-    process, whatever ``tf.random.set_seed`` says (``seed=None``: tf.data's
+    one source, with probability proportional to its rate. The draws are stateless samples
+    seeded by ``seed`` and their position: a seed gives the same stream on every pass and in
+    every process, whatever ``tf.random.set_seed`` says (``seed=None``: tf.data's
     ``sample_from_datasets``, different on every run).
     End of data: with ``stop_on_empty=False`` (the default) an exhausted source is left out
     and the mixture continues with the sources left (their rates renormalised) until all are
@@ -350,13 +352,14 @@ def mix(
 
 
 def _choices(plan: MixturePlan) -> tf.data.Dataset:
-    """The source of each draw: draw ``i`` is a stateless categorical sample seeded by
-    ``(seed, i)``, so the stream depends on the seed alone (not on ``tf.random.set_seed``)."""
+    """The source of each draw: block ``j`` of `_BLOCK` draws is one stateless categorical
+    sample seeded by ``(seed, j)``, so the stream depends on the seed alone (not on
+    ``tf.random.set_seed``). One map call per block, not per draw: a per-draw map costs
+    more than the draw (a thread-pool hand-off for every element)."""
     logits = tf.math.log(tf.constant([plan.probabilities], tf.float32))
     seed = tf.constant(plan.seed, tf.int64)
 
-    def choose(i: tf.Tensor) -> tf.Tensor:
-        draw = tf.random.stateless_categorical(logits, 1, seed=tf.stack([seed, i]))
-        return tf.reshape(draw, [])
+    def block(j: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_categorical(logits, _BLOCK, seed=tf.stack([seed, j]))[0]
 
-    return tf.data.Dataset.counter().map(choose)
+    return tf.data.Dataset.counter().map(block).unbatch()
