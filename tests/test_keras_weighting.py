@@ -525,3 +525,30 @@ def test_distributed_routed_model_fit_equals_one_device(distributed):
         assert "label_weight" in single["history"]
         for got, want in zip(mirrored["state"], single["state"]):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_weighted_routed_model_saves_and_loads_with_its_method(tmp_path):
+    compiled = _split()
+    _, ds = _dataset()
+    routed = fs.keras.RoutedModel(_model(), compiled, weighting=fs.weighting.uncertainty())
+    routed.compile(optimizer=keras.optimizers.SGD(LR))
+    routed.fit(compiled.apply(ds), epochs=1, verbose=0)
+    path = str(tmp_path / "weighted.keras")
+    routed.save(path)
+    with pytest.raises(fs.SpecError, match="custom_objects") as info:
+        keras.models.load_model(path)
+    assert "fs.weighting.uncertainty(" in str(info.value)
+    with pytest.raises(fs.SpecError, match="named 'static'"):
+        keras.models.load_model(path, custom_objects={"weighting": fs.weighting.static()})
+    loaded = keras.models.load_model(path, custom_objects={"weighting": fs.weighting.uncertainty()})
+    assert loaded.weighting.name == "uncertainty"
+    np.testing.assert_array_equal(
+        loaded.non_trainable_variables[0].numpy(), routed.non_trainable_variables[0].numpy()
+    )
+    for model in (routed, loaded):  # one more epoch each: the same weights and state
+        model.fit(compiled.apply(ds), epochs=1, verbose=0)
+    for got, want in zip(_weights(loaded.model), _weights(routed.model)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        loaded.non_trainable_variables[0].numpy(), routed.non_trainable_variables[0].numpy()
+    )

@@ -170,7 +170,9 @@ class RoutedModel(keras.Model):
     `train_step` (``shared``: the variables the tasks share, a list or
     ``model -> variables``, needed when the method ``needs_gram``): the step follows
     ``Σ_t alpha_t ∇L_t``. The method's state lives in non-trainable variables of the
-    `RoutedModel` (saved with its weights). The logs add ``<binding>_weight``, the epoch's
+    `RoutedModel` (saved with its weights; ``save`` names the method, and ``load_model``
+    takes it back, with its options, from ``custom_objects={"weighting": method, "shared":
+    fn}``). The logs add ``<binding>_weight``, the epoch's
     mean ``alpha`` over the steps where the binding was present; ``loss`` stays the plain
     total, comparable across methods and with ``evaluate``, which shows no weights.
 

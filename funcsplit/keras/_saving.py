@@ -159,8 +159,11 @@ def config(routed: Any) -> dict[str, Any]:
             binding: [keras.saving.serialize_keras_object(m) for m in ms]
             for binding, ms in metrics._by_binding.items()
         },
-        # Room for the weighting method (its name and options) of a weighted RoutedModel.
-        "weighting": None,
+        # A Method is code (closures over its options): the file names it, loading takes it
+        # back from custom_objects (see `weighting_arguments`).
+        "weighting": None
+        if routed.weighting is None
+        else {"name": str(routed.weighting.name), "needs_gram": bool(routed.weighting.needs_gram)},
     }
 
 
@@ -199,7 +202,47 @@ def arguments(config: dict[str, Any]) -> dict[str, Any]:
         "compiled": compile_split(split),
         "metrics": metrics,
         "name": config.get("name"),
+        **weighting_arguments(config.get("weighting")),
     }
+
+
+def weighting_arguments(saved: Any) -> dict[str, Any]:
+    """``weighting`` and ``shared`` of a weighted `RoutedModel`, from ``custom_objects``.
+
+    The file names the method; its options and ``shared`` are code, so loading takes them
+    from ``load_model(path, custom_objects={"weighting": method, "shared": fn})`` (the
+    state itself is in the weights file).
+
+    Raises:
+        SpecError: when the method is missing, has another name, or a Gram method has no
+            ``shared``.
+    """
+    if saved is None:
+        return {}
+    name = saved.get("name") if isinstance(saved, dict) else None
+    method = keras.saving.get_registered_object("weighting")
+    shared = keras.saving.get_registered_object("shared")
+    fix = (
+        f"keras.models.load_model(path, custom_objects={{'weighting': fs.weighting.{name}(...)"
+        + (", 'shared': fn" if isinstance(saved, dict) and saved.get("needs_gram") else "")
+        + "}) with the options it was trained with"
+    )
+    if method is None or getattr(method, "name", None) != name:
+        found = "no 'weighting' in custom_objects"
+        if method is not None:
+            found = f"custom_objects['weighting'] named {getattr(method, 'name', method)!r}"
+        raise SpecError.single(
+            "RoutedModel loading weighting", None, f"method {name!r}", found, fix
+        )
+    if method.needs_gram and shared is None:
+        raise SpecError.single(
+            "RoutedModel loading shared",
+            None,
+            f"the shared variables of the Gram method {name!r}",
+            "no 'shared' in custom_objects",
+            fix,
+        )
+    return {"weighting": method, "shared": shared}
 
 
 def _keras_registered_name(fn: Any) -> str | None:

@@ -205,7 +205,11 @@ def _scalars(dtype: tf.DType, bound: float | None, nonnegative: bool, extra: tup
                 min_value=0.0 if nonnegative else None if limit is None else -limit,
                 max_value=limit,
             )
-            extra = tuple(v for v in extra if not nonnegative or v >= 0)
+            extra = tuple(
+                v
+                for v in extra
+                if (not nonnegative or v >= 0) and (limit is None or abs(float(v)) <= limit)
+            )
     return st.one_of(base, st.sampled_from(extra)) if extra else base
 
 
