@@ -5,7 +5,9 @@ batch) trained by ``fs.keras.train_step(..., weighting=fs.weighting.<name>())`` 
 method on main, beside two hand-written steps on copies of the same model: the plain sum of
 the task losses (the baseline), and the *Gram floor*, the least a Gram method can do: one
 backward pass per task over the shared part, their Gram matrix, and the sum of the task
-gradients applied. All variants run interleaved in one process. Rows carry three ratios:
+gradients applied. All variants run in one process, interleaved step by step (each step of
+each variant timed on its own, the same batch for all: `step_interleaved`); a row's median
+and ratios are over steps. Rows carry three ratios:
 to the hand-written sum (``ratio_to_baseline``), to ``fs.weighting.static()``
 (``ratio_to_static``), and, for the Gram methods, to the floor (``ratio_to_gram_floor``);
 Nash-MTL's row adds its ratio to PCGrad's step (``ratio_to_pcgrad``).
@@ -13,7 +15,9 @@ Nash-MTL's row adds its ratio to PCGrad's step (``ratio_to_pcgrad``).
 
 from __future__ import annotations
 
+import gc
 import statistics
+import time
 
 import keras
 import numpy as np
@@ -38,8 +42,8 @@ METHODS = (
 )
 SIZES = {
     "tiny": {"tasks": (2,), "steps": 2, "rounds": 1, "warmup": 1},
-    "quick": {"tasks": (2, 4, 8), "steps": 10, "rounds": 5, "warmup": 1},
-    "full": {"tasks": (2, 4, 8), "steps": 30, "rounds": 11, "warmup": 2},
+    "quick": {"tasks": (2, 4, 8), "steps": 10, "rounds": 6, "warmup": 1},
+    "full": {"tasks": (2, 4, 8), "steps": 20, "rounds": 15, "warmup": 2},
 }
 
 
@@ -142,14 +146,38 @@ def handwritten_gram_floor(model, optimizer, tasks):
     return step
 
 
-def _loop(step, batches, last):
-    def run():
-        out = None
-        for batch in batches:
-            out = step(batch)
-        return float(last(out))
+def step_interleaved(
+    runs: dict[str, tuple], *, rounds: int, warmup: int, steps: int
+) -> dict[str, list[float]]:
+    """Times every variant one *step* at a time, interleaved step by step.
 
-    return run
+    ``runs[name] = (step, batches, last)``. For each batch index, each variant takes its step
+    on that batch (the order rotates), timed until its result is read back (``last``): load
+    that drifts on a shared machine touches the variants of one step alike, and each paired
+    ratio compares the same batch. Garbage collection is off within a round.
+    """
+    names = list(runs)
+    for name in names:
+        step, batches, last = runs[name]
+        for _ in range(warmup):
+            float(last(step(batches[0])))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    turn = 0
+    for _ in range(rounds):
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(steps):
+                order = names[turn % len(names) :] + names[: turn % len(names)]
+                turn += 1
+                for name in order:
+                    step, batches, last = runs[name]
+                    start = time.perf_counter()
+                    float(last(step(batches[i])))
+                    times[name].append(time.perf_counter() - start)
+        finally:
+            gc.enable()
+    return times
 
 
 def one_size(tasks: int, steps: int, rounds: int, warmup: int) -> list[dict]:
@@ -166,10 +194,10 @@ def one_size(tasks: int, steps: int, rounds: int, warmup: int) -> list[dict]:
 
     runs, gram = {}, set()
     model, optimizer = fresh()
-    runs["handwritten_sum"] = _loop(handwritten_sum(model, optimizer, tasks), batches, lambda o: o)
+    runs["handwritten_sum"] = (handwritten_sum(model, optimizer, tasks), batches, lambda o: o)
     model, optimizer = fresh()
     floor = handwritten_gram_floor(model, optimizer, tasks)
-    runs["handwritten_gram_floor"] = _loop(floor, batches, lambda o: o)
+    runs["handwritten_gram_floor"] = (floor, batches, lambda o: o)
     for name in names:
         method = getattr(fs.weighting, name)()
         model, optimizer = fresh()
@@ -181,13 +209,15 @@ def one_size(tasks: int, steps: int, rounds: int, warmup: int) -> list[dict]:
             shared=shared if method.needs_gram else None,
         )
         split = [compiled.split(b) for b in batches]
-        runs[f"funcsplit_{name}"] = _loop(step, split, lambda r: r.total)
+        runs[f"funcsplit_{name}"] = (step, split, lambda r: r.total)
         if method.needs_gram:
             gram.add(f"funcsplit_{name}")
-    times = harness.interleaved(runs, rounds=rounds, warmup=warmup)
+    times = step_interleaved(runs, rounds=rounds, warmup=warmup, steps=steps)
     config = f"T={tasks}, train_step"
     baselines = {k: None if k == "handwritten_sum" else "handwritten_sum" for k in runs}
-    rows = harness.rows(CASE, config, times, baselines, steps=steps, batch=BATCH, tasks=tasks)
+    rows = harness.rows(
+        CASE, config, times, baselines, steps=steps, batch=BATCH, tasks=tasks, timed="one step"
+    )
     for row in rows:
         variant = row["variant"]
         if "funcsplit_static" in times and variant.startswith("funcsplit"):
@@ -201,7 +231,7 @@ def one_size(tasks: int, steps: int, rounds: int, warmup: int) -> list[dict]:
             row["needs_gram"] = False
         if variant == "funcsplit_nash_mtl" and "funcsplit_pcgrad" in times:
             row["ratio_to_pcgrad"] = harness.paired_ratio(times[variant], times["funcsplit_pcgrad"])
-        row["step_s"] = statistics.median(times[variant]) / steps
+        row["step_s"] = statistics.median(times[variant])
     return rows
 
 
