@@ -4,6 +4,7 @@ Declare the element structure (`ElementSpec`) and the loss bindings (`LossBindin
 `SplitSpec`; `compile` checks every path and returns pure `split` and `loss` functions.
 """
 
+from funcsplit import keras  # noqa: F401 - registers RoutedModel, so load_model finds it
 from funcsplit import losses
 from funcsplit._src import tf_saving  # noqa: F401 - saved splits describe Keras losses
 from funcsplit._src.bindings import LossBinding
@@ -23,7 +24,7 @@ from funcsplit._src.tf_mixture import mix
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("distribute", "jax", "keras", "testing", "tfds", "weighting")
+_SUBMODULES = ("distribute", "jax", "testing", "tfds", "weighting")
 
 
 def __getattr__(name: str):

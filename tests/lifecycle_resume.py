@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 
 import funcsplit as fs
-import funcsplit.keras  # registers RoutedModel with Keras for load_model
 
 EPOCHS = 4
 STEPS_PER_EPOCH = 4  # 16 examples in batches of 4: one batch shape, for XLA

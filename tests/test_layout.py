@@ -26,7 +26,9 @@ OPTIONAL = ("jax", "optax", "tensorflow_datasets")
 LAYERS = (
     ("tf lowering", "funcsplit/_src/tf_*.py", CORE, OPTIONAL),
     ("neutral core", "funcsplit/_src/*.py", ("neutral core",), ("keras", *OPTIONAL)),
-    ("public face", "funcsplit/__init__.py", (*CORE, "public face"), OPTIONAL),
+    # the public face imports the Keras adapter so that `import funcsplit` registers
+    # RoutedModel with Keras's loader (keras.models.load_model finds it by name)
+    ("public face", "funcsplit/__init__.py", (*CORE, "public face", "keras"), OPTIONAL),
     ("public face", "funcsplit/losses.py", CORE, OPTIONAL),
     ("weighting", "funcsplit/weighting/*", ADAPTER_BASE, ("keras", "tensorflow_datasets")),
     ("keras", "funcsplit/keras/*", (*ADAPTER_BASE, "keras"), OPTIONAL),

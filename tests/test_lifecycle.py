@@ -239,6 +239,29 @@ def test_save_and_load_model_round_trip_model_split_metrics_compile_and_optimize
     assert set(logs) == {"loss", "cls_loss", "reg_loss", "cls_acc"}
 
 
+def test_import_funcsplit_alone_lets_load_model_find_routed_model(tmp_path):
+    """A loading program that only does ``import funcsplit`` (no ``fs.keras`` touched) loads
+    the file: the package registers RoutedModel with Keras when it is imported."""
+    _, path = _saved(tmp_path, _split(_dataset()))
+    code = (
+        "import sys, keras, funcsplit\n"
+        "assert 'funcsplit.keras' in sys.modules\n"
+        f"print(type(keras.models.load_model({str(path)!r})).__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "RoutedModel"
+
+
 def test_a_user_callable_is_refused_without_custom_objects_naming_the_binding(tmp_path):
     routed, path = _saved(tmp_path, _custom_split(_dataset()))
     with pytest.raises(fs.SpecError) as info:
