@@ -533,7 +533,8 @@ class RoutedModel(keras.Model):
             ...                               compiled)
             >>> directory = tempfile.mkdtemp()
             >>> routed.export(directory, verbose=False)
-            >>> tf.saved_model.load(directory).serve(tf.ones((3, 2))).shape
+            >>> served = tf.saved_model.load(directory)  # keep it: it owns the variables
+            >>> served.serve(tf.ones((3, 2))).shape
             TensorShape([3, 1])
         """
         self._build_if_needed()
