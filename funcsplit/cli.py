@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import funcsplit as fs
@@ -198,14 +197,3 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_weightings:
         options["compare_weightings"] = True
     return demo.main(out=args.out, epochs=args.epochs, data_dir=args.data_dir, **options)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the ``funcsplit`` command line (as the ``funcsplit`` script does)."""
-    import _funcsplit_cli
-
-    return _funcsplit_cli.main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,20 +19,6 @@ from typing import NamedTuple
 import distribute_common as common
 import numpy as np
 
-METHODS = (
-    "static",
-    "uncertainty",
-    "dwa",
-    "rlw",
-    "famo",
-    "gradnorm",
-    "pcgrad",
-    "mgda",
-    "cagrad",
-    "nash_mtl",
-)
-
-
 ROUTED = ("unit_gradients", "uncertainty")  # the methods also run through RoutedModel.fit
 EPOCHS = 1
 
@@ -62,9 +48,8 @@ def methods() -> dict:
     import funcsplit as fs
 
     out = {"unit_gradients": unit_gradients}
-    for name in METHODS:
-        if hasattr(fs.weighting, name):
-            out[name] = getattr(fs.weighting, name)
+    for name in fs.weighting.NAMES:
+        out[name] = getattr(fs.weighting, name)
     return out
 
 

@@ -14,7 +14,6 @@ import tensorflow as tf
 
 import _funcsplit_cli
 import funcsplit as fs
-from funcsplit import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOISE = ("I0000", "W0000", "E0000", "absl::InitializeLog", "oneDNN", "cuda", "cpu_feature_guard")
@@ -165,7 +164,7 @@ class TestDescribe:
 
 
 def test_the_package_entry_point_runs_the_same_command(capsys):
-    assert cli.main(["describe", "funcsplit.demo.example_split:split"]) == 0
+    assert _funcsplit_cli.main(["describe", "funcsplit.demo.example_split:split"]) == 0
     assert "fingerprint" in capsys.readouterr().out
 
 

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import _funcsplit_cli
 import funcsplit as fs
-from funcsplit import cli
 from funcsplit.demo import digits
 from funcsplit.demo import main
 from funcsplit.demo import task
@@ -119,7 +119,7 @@ def test_tiny_demo_run_writes_plot_and_routing_table(data_dir, tmp_path, capsys)
 def test_cli_demo_passes_its_options(monkeypatch):
     calls = []
     monkeypatch.setattr("funcsplit.demo.main", lambda **kwargs: calls.append(kwargs) or 0)
-    assert cli.main(["demo", "--out", "o", "--epochs", "2", "--data-dir", "d"]) == 0
+    assert _funcsplit_cli.main(["demo", "--out", "o", "--epochs", "2", "--data-dir", "d"]) == 0
     assert calls == [{"out": "o", "epochs": 2, "data_dir": "d"}]
 
 
@@ -132,7 +132,6 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def _few_methods(monkeypatch) -> tuple[str, ...]:
     """static, a loss-based method and (when on main) a Gram method: a fast comparison."""
-    from funcsplit.demo import weightings
 
     names = weightings.available()
     gram = [n for n in names if getattr(fs.weighting, n)().needs_gram][:1]
@@ -184,14 +183,13 @@ def test_demo_rejects_an_unknown_weighting(data_dir, tmp_path):
 def test_cli_demo_passes_the_weighting_flags(monkeypatch):
     calls = []
     monkeypatch.setattr("funcsplit.demo.main", lambda **kwargs: calls.append(kwargs) or 0)
-    assert cli.main(["demo", "--weighting", "famo"]) == 0
-    assert cli.main(["demo", "--compare-weightings", "--epochs", "3"]) == 0
+    assert _funcsplit_cli.main(["demo", "--weighting", "famo"]) == 0
+    assert _funcsplit_cli.main(["demo", "--compare-weightings", "--epochs", "3"]) == 0
     assert calls[0]["weighting"] == "famo" and "compare_weightings" not in calls[0]
     assert calls[1]["compare_weightings"] is True and calls[1]["epochs"] == 3
 
 
 def test_delta_m_follows_libmtl():
-    from funcsplit.demo import weightings
 
     # LibMTL count_improvement: mean over tasks of (-1)^{l_t} (base - new) / base with
     # l_t = 1 for higher-is-better metrics, i.e. (new - base) / base
@@ -211,4 +209,4 @@ def test_weighting_page_quotes_the_committed_comparison():
     table = committed[committed.index("| method") :].strip()
     assert table in quoted
     records = json.loads((root / "benchmarks/results/weightings/weightings.json").read_text())
-    assert [r["method"] for r in records["records"]] == list(weightings.METHODS)
+    assert [r["method"] for r in records["records"]] == list(fs.weighting.NAMES)

@@ -28,18 +28,6 @@ from benchmarks import harness
 
 CASE = "weighting"
 FEATURES, WIDTH, BATCH = 32, 128, 128
-METHODS = (
-    "static",
-    "uncertainty",
-    "dwa",
-    "rlw",
-    "famo",
-    "gradnorm",
-    "pcgrad",
-    "mgda",
-    "cagrad",
-    "nash_mtl",
-)
 SIZES = {
     "tiny": {"tasks": (2,), "steps": 2, "rounds": 1, "warmup": 1},
     "quick": {"tasks": (2, 4, 8), "steps": 10, "rounds": 6, "warmup": 1},
@@ -48,7 +36,7 @@ SIZES = {
 
 
 def available() -> list[str]:
-    return [name for name in METHODS if hasattr(fs.weighting, name)]
+    return list(fs.weighting.NAMES)
 
 
 def make_split(tasks: int) -> fs.CompiledSplit:

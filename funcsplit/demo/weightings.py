@@ -22,18 +22,6 @@ from typing import Any
 
 import numpy as np
 
-METHODS = (
-    "static",
-    "uncertainty",
-    "dwa",
-    "rlw",
-    "famo",
-    "gradnorm",
-    "pcgrad",
-    "mgda",
-    "cagrad",
-    "nash_mtl",
-)
 COMPARE_EPOCHS = 6  # per method: ten runs of the demo's model on a CPU take minutes
 # task -> (metric, higher is better)
 METRICS = {
@@ -46,10 +34,10 @@ TABLE_HEADER = ("method", *(f"{t} {m}" for t, (m, _) in METRICS.items()), "Δm %
 
 
 def available() -> tuple[str, ...]:
-    """The methods of `METHODS` that ``fs.weighting`` provides."""
+    """The names of ``fs.weighting``'s methods (``fs.weighting.NAMES``)."""
     import funcsplit as fs
 
-    return tuple(name for name in METHODS if hasattr(fs.weighting, name))
+    return fs.weighting.NAMES
 
 
 def method(name: str) -> Any:
@@ -294,7 +282,6 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
 
 
 __all__ = [
-    "METHODS",
     "compare",
     "delta_m",
     "method",

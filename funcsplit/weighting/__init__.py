@@ -39,6 +39,7 @@ from funcsplit.weighting._method import Method
 from funcsplit.weighting._tf import OPS as _OPS
 
 __all__ = [
+    "NAMES",
     "Method",
     "cagrad",
     "dwa",
@@ -51,6 +52,21 @@ __all__ = [
     "static",
     "uncertainty",
 ]
+
+
+NAMES = (
+    "static",
+    "uncertainty",
+    "dwa",
+    "rlw",
+    "famo",
+    "gradnorm",
+    "pcgrad",
+    "mgda",
+    "cagrad",
+    "nash_mtl",
+)
+"""The constructors' names, the paper baselines first: ``getattr(fs.weighting, name)()``."""
 
 
 def static(*, weights: Sequence[float] | None = None) -> Method:
