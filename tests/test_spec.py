@@ -329,3 +329,15 @@ class TestFromDatasetBatched:
         assert examples == fs.ElementSpec.from_dataset(_generated().padded_batch(2))
         examples.check(_generated())
         examples.check(_generated().padded_batch(2))
+
+
+@pytest.mark.parametrize("prefix", [(), ("x",), ("x", 0)])
+def test_dict_keys_of_mixed_types_are_a_spec_error_naming_the_dict(prefix):
+    """tf.nest sorts dict keys and cannot sort ``{1: ..., "a": ...}``: a SpecError, not the
+    TypeError of ``sorted``, naming the dict's path."""
+    node = {1: fs.Leaf(tf.float32), "a": fs.Leaf(tf.float32)}
+    for key in reversed(prefix):
+        node = {key: node} if isinstance(key, str) else (node,)
+    with pytest.raises(fs.SpecError, match="sort together") as info:
+        fs.ElementSpec.from_structure(node)
+    assert info.value.problems[0].path == ("/".join(map(str, prefix)) or None)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from funcsplit._src.errors import SpecError
+
 Key = str | int
 
 
@@ -41,14 +43,29 @@ def is_container(value: object) -> bool:
     return isinstance(value, (Mapping, list, tuple))
 
 
-def children(node: Any) -> list[tuple[Key, Any]]:
+def children(node: Any, prefix: tuple[Key, ...] = ()) -> list[tuple[Key, Any]]:
     """Returns the ``(key, child)`` pairs of a container, in `tf.nest` order.
 
     Dict keys come sorted (as `tf.nest` sorts them), namedtuples by field name in field order,
     lists and tuples by index.
+
+    Raises:
+        SpecError: for a dict whose keys cannot be sorted (``{1: ..., "a": ...}``; `tf.nest`
+            refuses it too), naming the dict's path (``prefix``).
     """
     if isinstance(node, Mapping):
-        return [(key, node[key]) for key in sorted(node)]
+        try:
+            keys = sorted(node)
+        except TypeError:
+            raise SpecError.single(
+                "structure",
+                "/".join(map(str, prefix)) or None,
+                "dict keys that sort together, as tf.nest sorts them (all str or all int)",
+                f"keys {sorted(map(repr, node))} of types "
+                f"{sorted({type(k).__name__ for k in node})}",
+                "use keys of one type (e.g. str(key) for each)",
+            ) from None
+        return [(key, node[key]) for key in keys]
     if is_namedtuple(node):
         return list(zip(type(node)._fields, node))
     if isinstance(node, (list, tuple)):
@@ -80,7 +97,7 @@ def iter_paths(
     if is_container(node):
         if not leaves_only and prefix:
             yield prefix, node
-        for key, value in children(node):
+        for key, value in children(node, prefix):
             yield from iter_paths(value, (*prefix, key), leaves_only=leaves_only)
     else:
         yield prefix, node
