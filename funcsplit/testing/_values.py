@@ -49,7 +49,8 @@ def elements(
     An element has the spec's containers (same types, same dict key order) and, at each
     leaf, a `tf.Tensor`, `tf.RaggedTensor` or `tf.SparseTensor` (what a `tf.data` pipeline
     yields). Values are extreme but valid: zeros, the largest finite magnitudes of the dtype
-    (or of ``max_magnitude``), negative ints, empty and unicode strings, empty ragged rows;
+    (or of ``max_magnitude``; no subnormal floats, which TensorFlow flushes to zero on the
+    CPU), negative ints, empty and unicode strings, empty ragged rows;
     never NaN or infinity. Unknown (``None``) non-batch dimensions get a size from 1 to
     ``max_dim`` per leaf; ragged rows have 0 to ``max_dim`` items.
 
@@ -198,12 +199,16 @@ def _scalars(dtype: tf.DType, bound: float | None, nonnegative: bool, extra: tup
             limit = float(np.finfo(np_dtype).max) if np_dtype.kind == "f" else None
             if bound is not None and limit is not None:
                 limit = min(limit, bound)
+            # No subnormals: TensorFlow flushes them to zero on the CPU (eager, traced and
+            # XLA alike), so 3.9e-41 == 0.0 there and a NumPy reference would disagree.
+            subnormal = {"allow_subnormal": False} if np_dtype.kind == "f" else {}
             base = hnp.from_dtype(
                 np_dtype,
                 allow_nan=False,
                 allow_infinity=False,
                 min_value=0.0 if nonnegative else None if limit is None else -limit,
                 max_value=limit,
+                **subnormal,
             )
             extra = tuple(
                 v
