@@ -34,6 +34,7 @@ def test_the_jax_namespace_has_every_constructor():
     assert sorted(fs.jax.weighting.__all__) == sorted(
         n for n in fs.weighting.__all__ if n != "Method"
     )
+    assert set(fs.jax.weighting.NAMES) == set(fs.weighting.__all__) - {"Method", "NAMES"}
 
 
 @pytest.mark.parametrize("case", sorted(cases.CASES))

@@ -44,10 +44,12 @@ import jax.numpy as jnp
 
 from funcsplit.weighting import _gram_based
 from funcsplit.weighting import _loss_based
+from funcsplit.weighting._method import NAMES
 from funcsplit.weighting._method import Method
 from funcsplit.weighting._method import Ops
 
 __all__ = [
+    "NAMES",
     "cagrad",
     "dwa",
     "famo",

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from funcsplit.weighting import _gram_based
 from funcsplit.weighting import _loss_based
+from funcsplit.weighting._method import NAMES
 from funcsplit.weighting._method import Method
 from funcsplit.weighting._tf import OPS as _OPS
 
@@ -52,21 +53,6 @@ __all__ = [
     "static",
     "uncertainty",
 ]
-
-
-NAMES = (
-    "static",
-    "uncertainty",
-    "dwa",
-    "rlw",
-    "famo",
-    "gradnorm",
-    "pcgrad",
-    "mgda",
-    "cagrad",
-    "nash_mtl",
-)
-"""The constructors' names, the paper baselines first: ``getattr(fs.weighting, name)()``."""
 
 
 def static(*, weights: Sequence[float] | None = None) -> Method:

@@ -20,6 +20,22 @@ from funcsplit._src.errors import SpecError
 State = dict
 
 
+NAMES = (
+    "static",
+    "uncertainty",
+    "dwa",
+    "rlw",
+    "famo",
+    "gradnorm",
+    "pcgrad",
+    "mgda",
+    "cagrad",
+    "nash_mtl",
+)
+"""The constructors' names, the paper baselines first: ``getattr(fs.weighting, name)()``
+(and ``fs.jax.weighting``)."""
+
+
 class Method(NamedTuple):
     """A weighting method: a name and two pure functions, ``init`` and ``update``.
 
