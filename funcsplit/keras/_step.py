@@ -40,29 +40,9 @@ def _check_group_dict(kind: str, value: Any, groups: tuple[str, ...], valid: Any
                 f"pass {kind}={{group: ..., ...}} for a split with groups",
             )
         ]
-    problems = []
-    missing = [g for g in groups if g not in value]
-    extra = [k for k in value if k not in groups]
-    if missing:
-        problems.append(
-            Problem(
-                f"{_WHERE} {kind}",
-                None,
-                f"one entry per group {list(groups)}",
-                f"no entry for {missing}",
-                f"add {kind}[{missing[0]!r}]",
-            )
-        )
-    if extra:
-        problems.append(
-            Problem(
-                f"{_WHERE} {kind}",
-                None,
-                f"only the groups {list(groups)}",
-                f"unknown keys {extra}",
-                "remove them, or give some binding that group",
-            )
-        )
+    problems = _weighted.group_key_problems(
+        f"{_WHERE} {kind}", value, groups, each="entry", add=lambda g: f"add {kind}[{g!r}]"
+    )
     problems.extend(valid(f"{kind}[{g!r}]", value[g]) for g in groups if g in value)
     return [p for p in problems if p is not None]
 

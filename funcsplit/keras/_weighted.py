@@ -39,6 +39,38 @@ def is_method(value: Any) -> bool:
     )
 
 
+def group_key_problems(
+    where: str, value: Mapping, groups: tuple[str, ...], *, each: str, add: Callable
+) -> list[Problem]:
+    """The problems of a ``{group: ...}`` dict's keys: groups it misses (``add(group)`` says
+    the fix) and keys that are no group. Shared by ``weighting=``, ``models=`` and
+    ``optimizers=``."""
+    problems = []
+    missing = [g for g in groups if g not in value]
+    extra = [k for k in value if k not in groups]
+    if missing:
+        problems.append(
+            Problem(
+                where,
+                None,
+                f"one {each} per group {list(groups)}",
+                f"no entry for {missing}",
+                add(missing[0]),
+            )
+        )
+    if extra:
+        problems.append(
+            Problem(
+                where,
+                None,
+                f"only the groups {list(groups)}",
+                f"unknown keys {extra}",
+                "remove them, or give some binding that group",
+            )
+        )
+    return problems
+
+
 def _method_problem(where: str, value: Any) -> Problem | None:
     if is_method(value):
         return None
@@ -83,29 +115,13 @@ def check_methods(
             "pass weighting={group: fs.weighting.<name>(), ...}; "
             "fs.weighting.static() keeps a group's plain total",
         )
-    problems = []
-    missing = [g for g in groups if g not in weighting]
-    extra = [k for k in weighting if k not in groups]
-    if missing:
-        problems.append(
-            Problem(
-                f"{where} weighting",
-                None,
-                f"one method per group {list(groups)}",
-                f"no entry for {missing}",
-                f"add weighting[{missing[0]!r}] (fs.weighting.static() keeps the plain total)",
-            )
-        )
-    if extra:
-        problems.append(
-            Problem(
-                f"{where} weighting",
-                None,
-                f"only the groups {list(groups)}",
-                f"unknown keys {extra}",
-                "remove them, or give some binding that group",
-            )
-        )
+    problems = group_key_problems(
+        f"{where} weighting",
+        weighting,
+        groups,
+        each="method",
+        add=lambda g: f"add weighting[{g!r}] (fs.weighting.static() keeps the plain total)",
+    )
     problems += [
         _method_problem(f"{where} [{g!r}]", weighting[g]) for g in groups if g in weighting
     ]
